@@ -342,6 +342,10 @@ class Adam:
 
 
 # %% Training
+EVAL_DOCS = 200    # documents per loss estimate: enough for about 0.05 nats of precision
+EVAL_EVERY = 1000  # steps between loss reports during a long run
+
+
 def train(train_docs, val_docs, tokenizer, state_dict, config):
     """Show the model one document per step and nudge every weight to make it likelier.
     Returns the loss of every step taken."""
@@ -353,12 +357,13 @@ def train(train_docs, val_docs, tokenizer, state_dict, config):
             tokens = doc_tokens(train_docs[step % len(train_docs)], tokenizer, config.block_size)
             try:
                 loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
+                diverged = not math.isfinite(loss.data)
             except OverflowError:   # a number grew past the largest float
-                loss = Value(math.inf)
-            if not math.isfinite(loss.data):   # an update now would turn every weight into nan
-                progress.note(f"training stopped at step {step + 1}: the loss is {loss.data}, so the "
-                              f"weights have blown up; try a smaller --lr than {config.learning_rate}")
-                break
+                diverged = True
+            if diverged:   # an update now would turn every weight into nan
+                progress.finish()
+                raise InputError(f"training diverged at step {step + 1}: the loss is no longer a "
+                                 f"finite number; try a smaller --lr than {config.learning_rate}")
             loss.backward()                    # backward: d(loss)/d(weight) for every weight
             lr = config.learning_rate * (1 - step / config.steps)   # decays linearly to 0
             optimizer.step(lr)                 # update: every weight takes a small step downhill
@@ -367,6 +372,8 @@ def train(train_docs, val_docs, tokenizer, state_dict, config):
             if interrupt.requested:
                 progress.note(f"stopped early at step {step + 1} of {config.steps} (Ctrl-C)")
                 break
+            if (step + 1) % 100 == 0:
+                gc.collect()   # run() turned automatic collection off; PyPy needs it now and then
             if (step + 1) % EVAL_EVERY == 0 and step + 1 < config.steps:
                 progress.note(loss_report(train_docs, val_docs, tokenizer, state_dict, config))
     progress.finish()
@@ -391,10 +398,6 @@ def loss_report(train_docs, val_docs, tokenizer, state_dict, config):
         report += f" | val loss {evaluate(val_docs[:EVAL_DOCS], tokenizer, state_dict, config):.4f}"
     uniform = math.log(tokenizer.vocab_size)   # the loss of guessing every token with equal odds
     return report + f" | uniform guess ln({tokenizer.vocab_size}) = {uniform:.4f}  (nats per token)"
-
-
-EVAL_DOCS = 200    # documents per loss estimate: enough for about 0.05 nats of precision
-EVAL_EVERY = 1000  # steps between loss reports during a long run
 
 
 # %% Sampling
@@ -455,8 +458,8 @@ def main(argv=None):
             print(f"training took {seconds:.1f} s ({1000 * seconds / len(losses):.1f} ms/step)")
             print(f"loss curve: {sparkline(losses)}")
         if not all(math.isfinite(p.data) for p in flat_params(state_dict)):
-            raise InputError("the weights are no longer finite numbers, so there is nothing to "
-                             "sample or save; try a smaller --lr")
+            raise InputError("the last update left weights that are not finite numbers; nothing "
+                             "to sample or save; try a smaller --lr")
         print(loss_report(train_docs, val_docs, tokenizer, state_dict, config))
         if config.save:
             save_checkpoint(config.save, config, tokenizer, state_dict)
@@ -483,19 +486,24 @@ def parse_args(argv):
     p = ArgumentParser(prog='microgpt.py', argument_default=argparse.SUPPRESS,
                        description='Train a tiny GPT on a text file (one document per line), '
                                    'then sample new documents from it.')
-    p.add_argument('--input', help=f'training text, one document per line (default: {c.input})')
-    p.add_argument('--steps', type=int, help=f'training steps, one document each (default: {c.steps})')
-    p.add_argument('--n-layer', type=int, help=f'transformer blocks (default: {c.n_layer})')
-    p.add_argument('--n-embd', type=int, help=f'embedding width (default: {c.n_embd})')
-    p.add_argument('--n-head', type=int, help=f'attention heads; must divide --n-embd (default: {c.n_head})')
-    p.add_argument('--block-size', type=int, help=f'context length in tokens (default: {c.block_size})')
-    p.add_argument('--lr', dest='learning_rate', type=float,
+    p.add_argument('--input', metavar='FILE',
+                   help=f'training text, one document per line (default: {c.input})')
+    p.add_argument('--steps', type=int, metavar='N',
+                   help=f'training steps, one document each (default: {c.steps})')
+    p.add_argument('--n-layer', type=int, metavar='N', help=f'transformer blocks (default: {c.n_layer})')
+    p.add_argument('--n-embd', type=int, metavar='N', help=f'embedding width (default: {c.n_embd})')
+    p.add_argument('--n-head', type=int, metavar='N',
+                   help=f'attention heads; must divide --n-embd (default: {c.n_head})')
+    p.add_argument('--block-size', type=int, metavar='N',
+                   help=f'context length in tokens (default: {c.block_size})')
+    p.add_argument('--lr', dest='learning_rate', type=float, metavar='LR',
                    help=f'Adam learning rate, decayed linearly to 0 (default: {c.learning_rate})')
-    p.add_argument('--seed', type=int, help=f'random seed (default: {c.seed})')
-    p.add_argument('--temperature', type=float,
+    p.add_argument('--seed', type=int, metavar='N', help=f'random seed (default: {c.seed})')
+    p.add_argument('--temperature', type=float, metavar='T',
                    help=f'sampling temperature, > 0; lower is safer (default: {c.temperature})')
-    p.add_argument('--num-samples', type=int, help=f'documents to sample (default: {c.num_samples})')
-    p.add_argument('--prompt', help='start every sample with this text')
+    p.add_argument('--num-samples', type=int, metavar='N',
+                   help=f'documents to sample (default: {c.num_samples})')
+    p.add_argument('--prompt', metavar='TEXT', help='start every sample with this text')
     p.add_argument('--save', metavar='PATH', help='save the trained model to this JSON file')
     p.add_argument('--load', metavar='PATH', help='load a model saved with --save and only sample')
     given = vars(p.parse_args(argv))
@@ -506,8 +514,9 @@ def parse_args(argv):
 
 def check_config(config, given):
     for name in MODEL_SHAPE:
-        if getattr(config, name) <= 0:
-            raise InputError(f"--{flag(name)} must be a positive whole number, got {getattr(config, name)}")
+        value = getattr(config, name)
+        if value <= 0:
+            raise InputError(f"--{flag(name)} must be a positive whole number, got {value}")
     if config.n_embd % config.n_head:
         raise InputError(f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}: "
                          f"each head needs an equal share of the embedding")
@@ -520,7 +529,8 @@ def check_config(config, given):
     if not (math.isfinite(config.temperature) and config.temperature > 0):
         raise InputError(f"--temperature must be a finite number > 0, got {config.temperature}")
     if config.load:
-        unused = [f"--{flag(name)}" for name in ('input', 'steps', 'learning_rate', 'save') if name in given]
+        training_only = ('input', 'steps', 'learning_rate', 'save')
+        unused = [f"--{flag(name)}" for name in training_only if name in given]
         if unused:
             raise InputError(f"--load only samples from a trained model; drop {', '.join(unused)}")
 
@@ -556,7 +566,10 @@ def sparkline(losses, width=60):
         means.append(sum(chunk) / len(chunk))
     lo, hi = min(means), max(means)
     bars = '▁▂▃▄▅▆▇█'
-    line = ''.join(bars[int((m - lo) / (hi - lo) * (len(bars) - 1) + 0.5) if hi > lo else 0] for m in means)
+    line = ''
+    for m in means:   # lowest mean -> shortest bar, highest -> tallest
+        level = (m - lo) / (hi - lo) if hi > lo else 0.0
+        line += bars[round(level * (len(bars) - 1))]
     return f"{means[0]:.2f} {line} {means[-1]:.2f}"
 
 
@@ -605,7 +618,8 @@ class StopOnInterrupt:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        print("\nCtrl-C: stopping after this step (press again to quit now)", file=sys.stderr, flush=True)
+        print("\nCtrl-C: stopping after this step (press again to quit now)",
+              file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
         if self.previous is not None:
@@ -664,7 +678,8 @@ def load_checkpoint(path, config, given):
         raise InputError(f"cannot read {path}: {e.strerror}") from None
     if not isinstance(checkpoint, dict) or checkpoint.get('format') != CHECKPOINT_FORMAT:
         raise bad(f"its 'format' is not {CHECKPOINT_FORMAT!r}")
-    shape, vocab, weights = checkpoint.get('config'), checkpoint.get('vocab'), checkpoint.get('state_dict')
+    shape, vocab = checkpoint.get('config'), checkpoint.get('vocab')
+    weights = checkpoint.get('state_dict')
     if not isinstance(shape, dict) or set(shape) != set(MODEL_SHAPE) or not all(
             type(shape[name]) is int and shape[name] > 0 for name in MODEL_SHAPE):
         raise bad(f"'config' must give {', '.join(MODEL_SHAPE)} as positive whole numbers")
@@ -674,8 +689,8 @@ def load_checkpoint(path, config, given):
         if name in given and given[name] != shape[name]:
             raise InputError(f"--{flag(name)} {given[name]} does not match the checkpoint "
                              f"{path}, which has {name} {shape[name]}")
-    if not isinstance(vocab, list) or not all(isinstance(ch, str) and len(ch) == 1 for ch in vocab) \
-            or vocab != sorted(set(vocab)):
+    if not (isinstance(vocab, list) and all(isinstance(ch, str) and len(ch) == 1 for ch in vocab)
+            and vocab == sorted(set(vocab))):
         raise bad("'vocab' must be a sorted list of distinct characters")
     config = replace(config, **shape)
     tokenizer = Tokenizer(vocab)
@@ -690,7 +705,8 @@ def load_checkpoint(path, config, given):
             raise bad(f"{name} must be a {rows} x {cols} matrix of finite numbers "
                       f"to match the config and the {len(vocab)}-character vocab")
     check_prompt(config, tokenizer)
-    state_dict = {name: [[Value(float(x)) for x in row] for row in weights[name]] for name in shapes}
+    state_dict = {name: [[Value(float(x)) for x in row] for row in weights[name]]
+                  for name in shapes}
     return state_dict, tokenizer, config
 
 
