@@ -163,13 +163,15 @@ class Value:
         return Value(other) / self
 
     def backward(self):
-        """Fill in .grad of every Value this one was computed from: d(self)/d(that Value)."""
+        """Fill in .grad of every Value this one was computed from: d(self)/d(that Value).
+        Gradients add up (+=), so call it once per graph, with the leaves' grads at zero."""
         # 1. Find every node this one depends on. An explicit stack instead of recursion,
         #    so a graph of any depth works (Python stops recursing after ~1000 calls).
+        #    Leaves (weights, constants) have nothing to pass on, so they are not collected.
         graph, stack = {self}, [self]
         while stack:
             for child in stack.pop()._children:
-                if child not in graph:
+                if child._children and child not in graph:
                     graph.add(child)
                     stack.append(child)
         # 2. A node is always created after the nodes it is computed from, so newest-first is an
@@ -189,6 +191,7 @@ def dot(a, b):
     gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products, so
     this one node type makes training many times faster than building them from + and *.
     """
+    assert len(a) == len(b), "dot product of vectors of different lengths"
     a_data = [x.data for x in a]
     b_data = [x.data for x in b]
     return Value(sum(map(operator.mul, a_data, b_data)), a + b, b_data + a_data)
