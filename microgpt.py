@@ -531,6 +531,9 @@ def check_config(config, given):
         raise InputError(f"--lr must be a finite number >= 0, got {config.learning_rate}")
     if not (math.isfinite(config.temperature) and config.temperature > 0):
         raise InputError(f"--temperature must be a finite number > 0, got {config.temperature}")
+    for name in ('input', 'save', 'load'):
+        if name in given and not given[name]:   # e.g. --save "$OUT" with OUT unset
+            raise InputError(f"--{name} needs a file name, got an empty one")
     if config.load:
         training_only = ('input', 'steps', 'learning_rate', 'save')
         unused = [f"--{flag(name)}" for name in training_only if name in given]
@@ -654,10 +657,13 @@ def save_checkpoint(path, config, tokenizer, state_dict):
             json.dump(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())   # on disk before the rename, not just in a buffer
-        os.chmod(tmp, 0o644)       # mkstemp made it private; a checkpoint is ordinary data
+        umask = os.umask(0)        # (reading the umask means setting it, then restoring it)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp made it private; give it a new file's usual mode
         os.replace(tmp, path)      # atomic: readers see the old file or the new one, never half
     except BaseException as e:
-        os.unlink(tmp)
+        if os.path.exists(tmp):    # gone already if the rename went through
+            os.unlink(tmp)
         if isinstance(e, OSError):
             raise InputError(f"cannot save to {path}: {e.strerror}") from None
         raise
@@ -675,7 +681,7 @@ def load_checkpoint(path, config, given):
         raise InputError(f"checkpoint not found: {path}") from None
     except UnicodeDecodeError:
         raise bad("not UTF-8 text") from None
-    except ValueError:
+    except (ValueError, RecursionError):   # RecursionError: brackets nested thousands deep
         raise bad("not valid JSON") from None
     except OSError as e:
         raise InputError(f"cannot read {path}: {e.strerror}") from None
@@ -697,14 +703,17 @@ def load_checkpoint(path, config, given):
         raise bad("'vocab' must be a sorted list of distinct characters")
     config = replace(config, **shape)
     tokenizer = Tokenizer(vocab)
+    if not isinstance(weights, dict) or len(weights) != 3 + 6 * config.n_layer:
+        raise bad(f"'state_dict' must hold {3 + 6 * config.n_layer} matrices for this config")
     shapes = param_shapes(tokenizer.vocab_size, config)
-    if not isinstance(weights, dict) or set(weights) != set(shapes):
+    if set(weights) != set(shapes):
         raise bad(f"'state_dict' must hold exactly {', '.join(shapes)} for this config and vocab")
     for name, (rows, cols) in shapes.items():
         matrix = weights[name]
         if not (isinstance(matrix, list) and len(matrix) == rows and all(
                 isinstance(row, list) and len(row) == cols and all(
-                    type(x) in (int, float) and math.isfinite(x) for x in row) for row in matrix)):
+                    type(x) in (int, float) and abs(x) <= sys.float_info.max for x in row)
+                for row in matrix)):   # (abs(x) <= max float is False for nan, inf, 10**400)
             raise bad(f"{name} must be a {rows} x {cols} matrix of finite numbers "
                       f"to match the config and the {len(vocab)}-character vocab")
     check_prompt(config, tokenizer)

@@ -578,5 +578,30 @@ class TestTraining(unittest.TestCase):
         self.assertNotEqual(a[0], c[0])   # a different seed really is a different run
 
 
+class TestScale(unittest.TestCase):
+    def test_deep_model_on_a_long_document_trains_and_samples(self):
+        # 4 blocks over 64 positions make a graph far deeper than Python's ~1000-call recursion
+        # limit (each position's residual stream runs through every earlier operation), so this
+        # fails with RecursionError on a recursive topological sort.
+        config = microgpt.Config(n_layer=4, n_embd=16, n_head=4, block_size=64)
+        doc = ('abcd' * 20)[:70]   # longer than block_size: cut to 64 inputs
+        tok = microgpt.Tokenizer(doc)
+        state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(3))
+        tokens = microgpt.doc_tokens(doc, tok, config.block_size)
+        self.assertEqual(len(tokens), 65)
+        optimizer = microgpt.Adam(microgpt.flat_params(state_dict))
+        loss = microgpt.document_loss(tokens, state_dict, config)
+        self.assertAlmostEqual(loss.data, math.log(tok.vocab_size), delta=0.5)   # ~uniform at init
+        loss.backward()
+        self.assertTrue(any(p.grad != 0 for p in state_dict['layer0.attn.wq'][0]))
+        optimizer.step(0.01)
+        second = microgpt.document_loss(tokens, state_dict, config).data
+        self.assertLess(second, loss.data)   # one Adam step on this very document helps it
+        sample = microgpt.generate(state_dict, tok, dataclasses.replace(config, temperature=1.0),
+                                   random.Random(0))
+        self.assertLessEqual(len(sample), config.block_size)
+        self.assertTrue(set(sample) <= set(doc))
+
+
 if __name__ == '__main__':
     unittest.main()
