@@ -473,6 +473,11 @@ def atomic_dot(a, b):
 atomic_dot.calls = 0
 
 
+def atomic_linear(x, w):
+    """Reference matrix-vector product: one atomic dot product per row."""
+    return [atomic_dot(row, x) for row in w]
+
+
 def run_steps(seed, steps, config, tokenizer, docs):
     """init_params from a seeded rng, then `steps` training steps exactly as train() takes them.
     Returns the step losses and the final weights. Keeps no graph alive once it returns."""
@@ -489,15 +494,17 @@ def run_steps(seed, steps, config, tokenizer, docs):
 
 
 class TestTraining(unittest.TestCase):
-    def test_fast_dot_matches_atomic_operations(self):
+    def test_fast_paths_match_atomic_operations(self):
         config = microgpt.Config(n_layer=2, n_embd=8, n_head=2, block_size=6, learning_rate=0.01)
         tok = microgpt.Tokenizer(''.join(NAMES))
         fast_losses, fast_weights = run_steps(21, 3, config, tok, NAMES)
         before = atomic_dot.calls
-        with mock.patch.object(microgpt, 'dot', atomic_dot):
+        with mock.patch.object(microgpt, 'dot', atomic_dot), \
+                mock.patch.object(microgpt, 'linear', atomic_linear):
             slow_losses, slow_weights = run_steps(21, 3, config, tok, NAMES)
         self.assertGreater(atomic_dot.calls - before, 100)   # the patch really took effect
         self.assertIsNot(microgpt.dot, atomic_dot)   # and was undone
+        self.assertIsNot(microgpt.linear, atomic_linear)
         self.assertEqual(len(fast_losses), 3)
         for a, b in zip(fast_losses, slow_losses):
             self.assertAlmostEqual(a, b, delta=1e-9)
