@@ -352,7 +352,7 @@ class Adam:
 
 
 # %% Training
-EVAL_DOCS = 200    # documents per loss estimate: enough for about 0.05 nats of precision
+EVAL_DOCS = 100    # documents per loss estimate: precise to about 0.03 nats
 EVAL_EVERY = 1000  # steps between loss reports during a long run
 
 

@@ -40,6 +40,14 @@ def tiny_model(seed=0, n_layer=2, n_embd=8, n_head=2, block_size=6, chars='abcd'
     return config, tokenizer, state_dict
 
 
+def central_difference(f, xs, i):
+    """d f / d xs[i] by central finite differences: (f(x + h) - f(x - h)) / 2h."""
+    up, down = list(xs), list(xs)
+    up[i] += H
+    down[i] -= H
+    return (f(up) - f(down)) / (2 * H)
+
+
 def float_softmax(xs):
     top = max(xs)
     exps = [math.exp(x - top) for x in xs]
@@ -86,10 +94,7 @@ class TestSoftmax(unittest.TestCase):
         out = sum(w * p for w, p in zip(ws, microgpt.softmax(leaves)))
         out.backward()
         for i, leaf in enumerate(leaves):
-            up, down = list(xs), list(xs)
-            up[i] += H
-            down[i] -= H
-            fd = (f(up) - f(down)) / (2 * H)
+            fd = central_difference(f, xs, i)
             self.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
 
 
@@ -130,10 +135,7 @@ class TestRmsnorm(unittest.TestCase):
         self.assertAlmostEqual(out.data, f(xs), delta=1e-12)
         out.backward()
         for i, leaf in enumerate(leaves):
-            up, down = list(xs), list(xs)
-            up[i] += H
-            down[i] -= H
-            fd = (f(up) - f(down)) / (2 * H)
+            fd = central_difference(f, xs, i)
             self.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
 
 
@@ -178,10 +180,7 @@ class TestCrossEntropy(unittest.TestCase):
                 self.assertAlmostEqual(leaf.grad, expected, delta=1e-15)
                 # and against a central difference of the float formula
                 f = lambda v: math.log(sum(math.exp(x) for x in v)) - v[target]  # noqa: E731
-                up, down = list(logits), list(logits)
-                up[i] += H
-                down[i] -= H
-                self.assertAlmostEqual(leaf.grad, (f(up) - f(down)) / (2 * H), delta=1e-8)
+                self.assertAlmostEqual(leaf.grad, central_difference(f, logits, i), delta=1e-8)
 
 
 # %% The full model
