@@ -50,6 +50,8 @@ def load_docs(path):
     """Read a UTF-8 text file: one document per line, surrounding whitespace stripped, blanks skipped."""
     if os.path.isdir(path):
         raise InputError(f"{path} is a directory, not a text file")
+    if os.path.exists(path) and not os.path.isfile(path):   # a pipe or device might never end
+        raise InputError(f"{path} is not a regular file")
     try:
         with open(path, 'rb') as f:
             raw = f.read()
@@ -111,6 +113,9 @@ class Value:
         self._local_grads = local_grads   # d(this)/d(child), one per child
         self._order = next(Value._counter)   # used by backward() to order the graph
 
+    def __repr__(self):   # what a notebook shows for print(loss)
+        return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
+
     # Each operation: its forward value, then its local derivative with respect to each input.
     def __add__(self, other):    # d(a+b)/da = 1, d(a+b)/db = 1
         other = other if isinstance(other, Value) else Value(other)
@@ -149,7 +154,8 @@ class Value:
     def relu(self):              # d(max(0, a))/da = 1 where a > 0, else 0
         return Value(max(0.0, self.data), (self,), (1.0 if self.data > 0 else 0.0,))
 
-    # A plain number on the left (2 + a, 2 - a, 2 * a, 2 / a) becomes a constant Value.
+    # A plain number on the left (2 + a, 2 - a, 2 * a, 2 / a) becomes a constant Value. The model
+    # itself only needs 0 + a (from sum()); the others are here so that any formula works.
     def __radd__(self, other):
         return Value(other) + self
 
@@ -199,7 +205,8 @@ def dot(a, b):
 
 # %% Parameters
 def param_shapes(vocab_size, config):
-    """Name -> (rows, columns) of every weight matrix, named as in GPT-2 / nanoGPT."""
+    """Name -> (rows, columns) of every weight matrix. wte, wpe and lm_head are GPT-2's names;
+    nanoGPT fuses q, k, v into one matrix (c_attn), kept apart here to keep each one visible."""
     e = config.n_embd
     shapes = {'wte': (vocab_size, e),          # token embedding: one row per token
               'wpe': (config.block_size, e)}   # position embedding: one row per position
@@ -269,7 +276,7 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
     """
     head_dim = config.n_embd // config.n_head
     x = [t + p for t, p in zip(state_dict['wte'][token_id], state_dict['wpe'][pos_id])]
-    x = rmsnorm(x)
+    x = rmsnorm(x)   # not in GPT-2: starts the residual stream at size 1, whatever the init
     for i in range(config.n_layer):
         # Multi-head causal self-attention: each position gathers information from earlier ones.
         x_residual = x
@@ -329,6 +336,8 @@ class Adam:
     so every parameter takes steps of about the learning rate, whatever the scale of its gradient."""
 
     def __init__(self, params, beta1=0.85, beta2=0.99, eps=1e-8):
+        # Betas below the usual 0.9 / 0.999: with one document per step and only 1000 steps,
+        # shorter memories of the gradient adapt faster.
         self.params = params
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.m = [0.0] * len(params)   # running mean of each gradient (first moment)
@@ -378,8 +387,9 @@ def train(train_docs, val_docs, tokenizer, state_dict, config):
             lr = config.learning_rate * (1 - step / config.steps)   # decays linearly to 0
             optimizer.step(lr)                 # update: every weight takes a small step downhill
             losses.append(loss.data)
-            progress.update(step + 1, loss.data)
-            if interrupt.requested:
+            del loss                           # free this step's graph before building the next
+            progress.update(step + 1, losses[-1])
+            if interrupt.requested and step + 1 < config.steps:
                 progress.note(f"stopped early at step {step + 1} of {config.steps} (Ctrl-C)")
                 break
             if (step + 1) % 100 == 0:
@@ -423,6 +433,9 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
         # Temperature divides the logits: below 1 the likeliest tokens get likelier, above 1 the
         # odds even out. choices() only needs relative weights, so softmax's division is skipped.
         top = max(logit.data for logit in logits)
+        if not all(math.isfinite(logit.data) for logit in logits):
+            raise InputError("the model's scores are not finite numbers: its weights have blown "
+                             "up (train again with a smaller --lr)")
         weights = [math.exp((logit.data - top) / config.temperature) for logit in logits]
         next_id = rng.choices(range(tokenizer.vocab_size), weights=weights)[0]
         if next_id == tokenizer.bos:
@@ -458,8 +471,14 @@ def main(argv=None):
         if too_long:
             print(f"note: {too_long} training docs are longer than block_size {config.block_size} "
                   f"allows; the model only sees their first {config.block_size - 1} characters")
+        shapes = param_shapes(tokenizer.vocab_size, config)
+        n_params = sum(rows * cols for rows, cols in shapes.values())
+        print(f"num params: {n_params}")
+        if n_params > MAX_PARAMS:   # each weight is a Python object: ~100 bytes, and slow
+            raise InputError(f"{n_params} parameters is more than this pure-Python GPT can "
+                             f"train (at most {MAX_PARAMS}); use a smaller --n-embd, --n-layer "
+                             f"or --block-size")
         state_dict = init_params(tokenizer.vocab_size, config, rng)
-        print(f"num params: {len(flat_params(state_dict))}")
 
         start = time.perf_counter()
         losses = train(train_docs, val_docs, tokenizer, state_dict, config)
@@ -467,9 +486,9 @@ def main(argv=None):
         if losses:
             print(f"training took {seconds:.1f} s ({1000 * seconds / len(losses):.1f} ms/step)")
             print(f"loss curve: {sparkline(losses)}")
-        if not all(math.isfinite(p.data) for p in flat_params(state_dict)):
-            raise InputError("the last update left weights that are not finite numbers; nothing "
-                             "to sample or save; try a smaller --lr")
+        if not math.isfinite(evaluate(train_docs[:1], tokenizer, state_dict, config)):
+            raise InputError("the weights have blown up (the loss is no longer a finite number); "
+                             "nothing to sample or save; train with a smaller --lr")
         print(loss_report(train_docs, val_docs, tokenizer, state_dict, config))
         if config.save:
             save_checkpoint(config.save, config, tokenizer, state_dict)
@@ -567,6 +586,12 @@ def check_save_path(path):
         raise InputError(f"--save {path} is a directory; give a file name")
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"--save {path}: cannot write into {folder}")
+    if os.path.exists(path):   # replace an old checkpoint, never the data or anything else
+        with open(path, 'rb') as f:
+            start = f.read(len(CHECKPOINT_START))
+        if start != CHECKPOINT_START:
+            raise InputError(f"--save {path} exists and is not a microgpt checkpoint; "
+                             f"refusing to overwrite it")
 
 
 def sparkline(losses, width=60):
@@ -591,7 +616,7 @@ class Progress:
     line for the first step, every tenth of the run, and the last step."""
 
     def __init__(self, steps):
-        self.steps, self.live = steps, sys.stdout.isatty()
+        self.steps, self.live = steps, sys.stdout is not None and sys.stdout.isatty()
         self.every = max(1, steps // 10)
         self.start = time.perf_counter()
         self.pending = False   # a live line is on screen without its newline
@@ -625,6 +650,8 @@ class StopOnInterrupt:
             self.previous = signal.signal(signal.SIGINT, self.handle)
         except ValueError:   # only the main thread may handle signals; elsewhere, leave them be
             self.previous = None
+        if self.previous is signal.SIG_IGN:   # Ctrl-C was meant to be ignored (a background job)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         return self
 
     def handle(self, signum, frame):
@@ -640,7 +667,9 @@ class StopOnInterrupt:
 
 
 MODEL_SHAPE = ('n_layer', 'n_embd', 'n_head', 'block_size')
+MAX_PARAMS = 10_000_000   # about 1 GB of Values, and minutes per step
 CHECKPOINT_FORMAT = 'microgpt-checkpoint-1'
+CHECKPOINT_START = b'{"format": "' + CHECKPOINT_FORMAT.encode()   # how every checkpoint begins
 
 
 def save_checkpoint(path, config, tokenizer, state_dict):
@@ -682,7 +711,7 @@ def load_checkpoint(path, config, given):
     def bad(problem):
         return InputError(f"{path} is not a usable microgpt checkpoint: {problem}")
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:
             checkpoint = json.load(f)
     except FileNotFoundError:
         raise InputError(f"checkpoint not found: {path}") from None
@@ -733,9 +762,11 @@ def run(argv=None):
     """main() with every expected failure turned into one line on stderr and an exit status."""
     if hasattr(sys.stdout, 'reconfigure'):   # a console that cannot show a character shows '?'
         sys.stdout.reconfigure(errors='replace')
-    # A training step makes tens of thousands of Values. They hold no reference cycles, so
-    # reference counting frees each step's graph the moment the step ends, and Python's cycle
-    # collector, which would keep rescanning every one of them, can be switched off: ~25% faster.
+    # A training step makes tens of thousands of Values. They hold no reference cycles, so on
+    # CPython reference counting frees each step's graph once nothing points to it, and the
+    # cycle collector, which would keep rescanning every one of them, can be switched off:
+    # ~25% faster. (PyPy has no reference counting; train() collects by hand every 100 steps.)
+    was_enabled = gc.isenabled()
     gc.disable()
     try:
         main(argv)
@@ -745,11 +776,19 @@ def run(argv=None):
     except KeyboardInterrupt:
         print("\nmicrogpt: interrupted", file=sys.stderr)
         return 130
+    except OverflowError:     # e.g. weights so large that squaring one exceeds the largest float
+        print("microgpt: error: a number grew past the largest float: the weights have blown up "
+              "(train with a smaller --lr)", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("microgpt: error: out of memory: try a smaller model", file=sys.stderr)
+        return 2
     except BrokenPipeError:   # e.g. `python3 microgpt.py | head`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     finally:
-        gc.enable()
+        if was_enabled:
+            gc.enable()
     return 0
 
 

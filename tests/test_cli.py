@@ -378,6 +378,28 @@ class BadInputTest(CliTestCase):
         self.assertCleanError(result, quiet_stdout=False, mentions='out')
         self.assertEqual(os.listdir(self.path('out')), [])
 
+    def test_save_never_overwrites_a_file_that_is_not_a_checkpoint(self):
+        # e.g. --save pointing at the training data itself
+        path = self.write_names()
+        with open(path, 'rb') as f:
+            before = f.read()
+        result = self.run_cli('--steps', '20', '--save', 'input.txt', *TINY)
+        self.assertCleanError(result, quiet_stdout=False, mentions='not a microgpt checkpoint')
+        with open(path, 'rb') as f:
+            self.assertEqual(f.read(), before)
+
+    def test_input_that_is_not_a_regular_file(self):
+        if not os.path.exists('/dev/zero'):
+            self.skipTest('no /dev/zero on this system')
+        self.assertCleanError(self.run_cli('--input', '/dev/zero'), mentions='not a regular file')
+
+    def test_model_too_large_is_refused_before_allocating(self):
+        # 12 * 4096^2 weights in one block alone: far above the 10M cap, refused at once
+        self.write_names()
+        result = self.run_cli('--n-embd', '4096', '--n-head', '1', timeout=30)
+        self.assertCleanError(result, quiet_stdout=False, mentions='parameters')
+        self.assertIn('num params: ', result.stdout)
+
 
 # 2. Inputs that must simply work ----------------------------------------------------------------
 class InputsThatWorkTest(CliTestCase):
