@@ -65,6 +65,7 @@ def measure(size, repeats):
         while sampled < 100:
             sampled += len(microgpt.generate(state_dict, tokenizer, config, sample_rng)) + 1
         sample_ms.append(1000 * (time.perf_counter() - start) / sampled)
+        gc.collect()   # as train() does every 100 steps (PyPy's own collector lets garbage pile up)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kilobytes on Linux
     return {'size': size, 'params': len(optimizer.params), 'ms_per_step': statistics.median(step_ms[1:]),
             'ms_per_train_token': statistics.median(token_ms[1:]),
