@@ -48,6 +48,13 @@ def central_difference(f, xs, i):
     return (f(up) - f(down)) / (2 * H)
 
 
+def assert_grads_match(test, leaves, f, xs):
+    """Each leaf's .grad equals the central difference of the float function f at xs."""
+    for i, leaf in enumerate(leaves):
+        fd = central_difference(f, xs, i)
+        test.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
+
+
 def float_softmax(xs):
     top = max(xs)
     exps = [math.exp(x - top) for x in xs]
@@ -93,9 +100,7 @@ class TestSoftmax(unittest.TestCase):
         leaves = [Value(x) for x in xs]
         out = sum(w * p for w, p in zip(ws, microgpt.softmax(leaves)))
         out.backward()
-        for i, leaf in enumerate(leaves):
-            fd = central_difference(f, xs, i)
-            self.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
+        assert_grads_match(self, leaves, f, xs)
 
 
 class TestRmsnorm(unittest.TestCase):
@@ -134,9 +139,7 @@ class TestRmsnorm(unittest.TestCase):
         out = sum(w * y for w, y in zip(ws, microgpt.rmsnorm(leaves)))
         self.assertAlmostEqual(out.data, f(xs), delta=1e-12)
         out.backward()
-        for i, leaf in enumerate(leaves):
-            fd = central_difference(f, xs, i)
-            self.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
+        assert_grads_match(self, leaves, f, xs)
 
 
 class TestCrossEntropy(unittest.TestCase):
