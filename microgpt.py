@@ -587,8 +587,13 @@ def check_save_path(path):
     if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
         raise InputError(f"--save {path}: cannot write into {folder}")
     if os.path.exists(path):   # replace an old checkpoint, never the data or anything else
-        with open(path, 'rb') as f:
-            start = f.read(len(CHECKPOINT_START))
+        start = b''
+        if os.path.isfile(path):   # (a pipe or device is never a checkpoint, and may block)
+            try:
+                with open(path, 'rb') as f:
+                    start = f.read(len(CHECKPOINT_START))
+            except OSError:
+                pass
         if start != CHECKPOINT_START:
             raise InputError(f"--save {path} exists and is not a microgpt checkpoint; "
                              f"refusing to overwrite it")
