@@ -6,26 +6,18 @@ microgpt: a whole GPT, trained and sampled, in one file of dependency-free Pytho
 
 Read it top to bottom, next to walkthrough.md. The data flows through the file in order:
 text -> tokens -> embeddings -> transformer blocks -> logits -> loss -> gradients -> update -> samples.
-Each `# %%` line starts a section that notebook-aware editors run as a cell.
+Each `# %%` line starts a section that notebook-aware editors run as a cell. After a run, the
+notebook (or `python3 -i microgpt.py`) holds what it made: config, docs, tokenizer, state_dict, losses.
 """
-import argparse
-import gc
-import itertools
-import json
-import math
-import operator
-import os
-import random
-import signal
-import sys
-import tempfile
-import time
-from dataclasses import dataclass, replace
+import argparse, collections, contextlib, gc, itertools, json, math, operator, os, random, signal, sys, time
+from dataclasses import dataclass, fields, replace
 
 
 # %% Settings
 @dataclass
 class Config:
+    """Every setting of a run. Each is also a flag (--n-embd 32). In a notebook, change a
+    default here, then run this cell and the Run cell again."""
     input: str = 'input.txt'     # training text: one document (here, one name) per line
     n_layer: int = 1             # transformer blocks stacked on top of each other
     n_embd: int = 16             # width of each token's vector (the "residual stream")
@@ -41,33 +33,13 @@ class Config:
     load: str = ''               # skip training: sample from a model saved with --save
 
 
-class InputError(Exception):
-    """Something wrong with what the user asked for: shown as one line, never as a traceback."""
-
-
 # %% Dataset
 def load_docs(path):
-    """Read a UTF-8 text file: one document per line, surrounding whitespace stripped, blanks skipped."""
-    if os.path.isdir(path):
-        raise InputError(f"{path} is a directory, not a text file")
-    if os.path.exists(path) and not os.path.isfile(path):   # a pipe or device might never end
-        raise InputError(f"{path} is not a regular file")
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise InputError(f"input file not found: {path}") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    try:
-        text = raw.decode('utf-8-sig')  # '-sig' drops the byte-order mark some editors put first
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path} is not UTF-8 text (undecodable byte at offset {e.start})") from None
-    docs = [line.strip() for line in text.splitlines()]  # splitlines() also handles \r\n endings
-    docs = [doc for doc in docs if doc]
-    if not docs:
-        raise InputError(f"{path} holds no documents: every line is blank")
-    return docs
+    """A UTF-8 text file -> its documents: one per line, surrounding whitespace stripped, blank
+    lines dropped. ('utf-8-sig' also drops the byte-order mark some editors write first.)"""
+    with open(path, encoding='utf-8-sig') as f:
+        docs = [line.strip() for line in f]
+    return [doc for doc in docs if doc]
 
 
 # %% Tokenizer
@@ -137,10 +109,6 @@ class Value:
     def __pow__(self, k):        # k is a plain number: d(a^k)/da = k * a^(k-1)
         return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
 
-    def __rpow__(self, base):    # base is a plain number: d(base^a)/da = base^a * ln(base)
-        out = base ** self.data
-        return Value(out, (self,), (out * math.log(base),))
-
     def __neg__(self):           # d(-a)/da = -1
         return Value(-self.data, (self,), (-1.0,))
 
@@ -197,7 +165,6 @@ def dot(a, b):
     gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products, so
     this one node type makes training many times faster than building them from + and *.
     """
-    assert len(a) == len(b), "dot product of vectors of different lengths"
     a_data = [x.data for x in a]
     b_data = [x.data for x in b]
     return Value(sum(map(operator.mul, a_data, b_data)), a + b, b_data + a_data)
@@ -211,10 +178,8 @@ def param_shapes(vocab_size, config):
     shapes = {'wte': (vocab_size, e),          # token embedding: one row per token
               'wpe': (config.block_size, e)}   # position embedding: one row per position
     for i in range(config.n_layer):
-        shapes[f'layer{i}.attn.wq'] = (e, e)   # query, key, value and output projections
-        shapes[f'layer{i}.attn.wk'] = (e, e)
-        shapes[f'layer{i}.attn.wv'] = (e, e)
-        shapes[f'layer{i}.attn.wo'] = (e, e)
+        for w in ('wq', 'wk', 'wv', 'wo'):   # query, key, value and output projections
+            shapes[f'layer{i}.attn.{w}'] = (e, e)
         shapes[f'layer{i}.mlp.fc1'] = (4 * e, e)   # the MLP widens 4x, then narrows back
         shapes[f'layer{i}.mlp.fc2'] = (e, 4 * e)
     shapes['lm_head'] = (vocab_size, e)        # from a vector back to one score per token
@@ -234,15 +199,8 @@ def flat_params(state_dict):
 
 # %% Model
 def linear(x, w):
-    """Matrix times vector, w @ x: one dot-product node per row of w, the very node dot(row, x)
-    makes, but with x's numbers read once for all rows instead of once per row, which makes the
-    forward pass ~15% faster. No bias, as in many modern GPTs."""
-    x_data = [xi.data for xi in x]
-    out = []
-    for row in w:
-        row_data = [wi.data for wi in row]
-        out.append(Value(sum(map(operator.mul, row_data, x_data)), row + x, x_data + row_data))
-    return out
+    """Matrix times vector, w @ x: one dot product per row of w. No bias, as in many modern GPTs."""
+    return [dot(row, x) for row in w]
 
 
 def softmax(logits):
@@ -262,17 +220,12 @@ def rmsnorm(x):
     return [xi * scale for xi in x]
 
 
-def new_kv_cache(config):
-    """Per layer, the keys and values of every position seen so far."""
-    return [([], []) for _ in range(config.n_layer)]
-
-
 def gpt(token_id, pos_id, kv_cache, state_dict, config):
     """One step of the GPT: the token at position pos_id -> scores (logits) for the next token.
 
-    Tokens go in one at a time. Each position appends its key and value to kv_cache, and its
-    query attends over the cache: everything up to and including itself, never the future.
-    That is causal self-attention, with no mask needed.
+    Tokens go in one at a time. kv_cache holds, per layer, the keys and values of every position
+    so far; this position appends its own, and its query attends over them all: everything up to
+    and including itself, never the future. That is causal self-attention, with no mask needed.
     """
     head_dim = config.n_embd // config.n_head
     x = [t + p for t, p in zip(state_dict['wte'][token_id], state_dict['wpe'][pos_id])]
@@ -322,7 +275,7 @@ def cross_entropy(logits, target):
 
 def document_loss(tokens, state_dict, config):
     """Mean cross-entropy of predicting each next token of one document, in nats."""
-    kv_cache = new_kv_cache(config)
+    kv_cache = [([], []) for _ in range(config.n_layer)]   # per layer: keys, values
     losses = []
     for pos in range(len(tokens) - 1):
         logits = gpt(tokens[pos], pos, kv_cache, state_dict, config)
@@ -332,8 +285,9 @@ def document_loss(tokens, state_dict, config):
 
 # %% Optimizer
 class Adam:
-    """Adam: each parameter moves by (running mean of its gradient) / (running RMS of its gradient),
-    so every parameter takes steps of about the learning rate, whatever the scale of its gradient."""
+    """Adam: each parameter moves by (running mean of its gradient) / (running RMS of its
+    gradient). The division makes the step's size independent of the gradient's scale: the
+    first step is the learning rate itself, later ones are smaller where gradients disagree."""
 
     def __init__(self, params, beta1=0.85, beta2=0.99, eps=1e-8):
         # Betas below the usual 0.9 / 0.999: with one document per step and only 1000 steps,
@@ -361,47 +315,26 @@ class Adam:
 
 
 # %% Training
-EVAL_DOCS = 100    # documents per loss estimate: precise to about 0.03 nats
-EVAL_EVERY = 1000  # steps between loss reports during a long run
-
-
-def train(train_docs, val_docs, tokenizer, state_dict, config):
-    """Show the model one document per step and nudge every weight to make it likelier.
-    Returns the loss of every step taken."""
+def train(docs, tokenizer, state_dict, config, log=None):
+    """Show the model one document per step and nudge every weight to make it likelier. Returns
+    each step's loss. After each step, log(step, loss) may report progress; True stops early."""
     optimizer = Adam(flat_params(state_dict))
-    progress = Progress(config.steps)
     losses = []
-    with StopOnInterrupt() as interrupt:
-        for step in range(config.steps):
-            tokens = doc_tokens(train_docs[step % len(train_docs)], tokenizer, config.block_size)
-            try:
-                loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
-                diverged = not math.isfinite(loss.data)
-            except OverflowError:   # a number grew past the largest float
-                diverged = True
-            if diverged:   # an update now would turn every weight into nan
-                progress.finish()
-                raise InputError(f"training diverged at step {step + 1}: the loss is no longer a "
-                                 f"finite number; try a smaller --lr than {config.learning_rate}")
-            loss.backward()                    # backward: d(loss)/d(weight) for every weight
-            lr = config.learning_rate * (1 - step / config.steps)   # decays linearly to 0
-            optimizer.step(lr)                 # update: every weight takes a small step downhill
-            losses.append(loss.data)
-            del loss                           # free this step's graph before building the next
-            progress.update(step + 1, losses[-1])
-            if interrupt.requested and step + 1 < config.steps:
-                progress.note(f"stopped early at step {step + 1} of {config.steps} (Ctrl-C)")
-                break
-            if (step + 1) % 100 == 0:
-                gc.collect()   # run() turned automatic collection off; PyPy needs it now and then
-            if (step + 1) % EVAL_EVERY == 0 and step + 1 < config.steps:
-                progress.note(loss_report(train_docs, val_docs, tokenizer, state_dict, config))
-    progress.finish()
+    for step in range(config.steps):
+        tokens = doc_tokens(docs[step % len(docs)], tokenizer, config.block_size)
+        loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
+        loss.backward()                                    # backward: d(loss)/d(every weight)
+        lr = config.learning_rate * (1 - step / config.steps)   # decays linearly to 0
+        optimizer.step(lr)                                 # update: each weight steps downhill
+        losses.append(loss.data)
+        if log and log(step + 1, loss.data):
+            break
     return losses
 
 
 def evaluate(docs, tokenizer, state_dict, config):
-    """Mean loss per predicted token over docs, in nats. Forward passes only: nothing is learned."""
+    """Mean loss per predicted token over docs, in nats (training's loss is a mean per document
+    instead). Forward passes only: nothing is learned."""
     total, count = 0.0, 0
     for doc in docs:
         tokens = doc_tokens(doc, tokenizer, config.block_size)
@@ -410,22 +343,12 @@ def evaluate(docs, tokenizer, state_dict, config):
     return total / count
 
 
-def loss_report(train_docs, val_docs, tokenizer, state_dict, config):
-    """Loss on documents the model trained on next to documents it never saw (validation): a gap
-    between the two means it is memorising rather than learning what names look like."""
-    report = f"train loss {evaluate(train_docs[:EVAL_DOCS], tokenizer, state_dict, config):.4f}"
-    if val_docs:
-        report += f" | val loss {evaluate(val_docs[:EVAL_DOCS], tokenizer, state_dict, config):.4f}"
-    uniform = math.log(tokenizer.vocab_size)   # the loss of guessing every token with equal odds
-    return report + f" | uniform guess ln({tokenizer.vocab_size}) = {uniform:.4f}  (nats per token)"
-
-
 # %% Sampling
 def generate(state_dict, tokenizer, config, rng, prompt=''):
     """Invent one document: feed BOS (and the prompt), then repeatedly draw the next token from
     the model's probabilities and feed it back in, until the model says BOS (the end)."""
     tokens = [tokenizer.bos] + tokenizer.encode(prompt)
-    kv_cache = new_kv_cache(config)
+    kv_cache = [([], []) for _ in range(config.n_layer)]
     for pos in range(config.block_size):
         logits = gpt(tokens[pos], pos, kv_cache, state_dict, config)
         if pos + 1 < len(tokens):
@@ -433,9 +356,6 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
         # Temperature divides the logits: below 1 the likeliest tokens get likelier, above 1 the
         # odds even out. choices() only needs relative weights, so softmax's division is skipped.
         top = max(logit.data for logit in logits)
-        if not all(math.isfinite(logit.data) for logit in logits):
-            raise InputError("the model's scores are not finite numbers: its weights have blown "
-                             "up (train again with a smaller --lr)")
         weights = [math.exp((logit.data - top) / config.temperature) for logit in logits]
         next_id = rng.choices(range(tokenizer.vocab_size), weights=weights)[0]
         if next_id == tokenizer.bos:
@@ -444,360 +364,275 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
     return tokenizer.decode(tokens[1:])
 
 
-# %% Run: the lesson from start to end
-def main(argv=None):
-    config, given = parse_args(argv)
-    if config.load:
-        state_dict, tokenizer, config = load_checkpoint(config.load, config, given)
-        print(f"loaded {config.load}: vocab size {tokenizer.vocab_size}, "
-              f"num params {len(flat_params(state_dict))}")
-    else:
-        docs = load_docs(config.input)
-        rng = random.Random(config.seed)   # one seeded generator: shuffle, init, and nothing else
-        rng.shuffle(docs)
-        print(f"num docs: {len(docs)}")
-        tokenizer = Tokenizer(''.join(docs))
-        print(f"vocab size: {tokenizer.vocab_size}")
-        check_prompt(config, tokenizer)
-        if config.save:
-            check_save_path(config.save)
-        n_val = len(docs) // 10            # hold out 10% to measure how well the model generalises
-        val_docs, train_docs = docs[:n_val], docs[n_val:]
-        if n_val:
-            print(f"validation: {n_val} docs held out, training on {len(train_docs)}")
-        else:
-            print("validation: none (it needs 10 docs or more); training on all of them")
-        too_long = sum(len(doc) + 1 > config.block_size for doc in train_docs)
-        if too_long:
-            print(f"note: {too_long} training docs are longer than block_size {config.block_size} "
-                  f"allows; the model only sees their first {config.block_size - 1} characters")
-        shapes = param_shapes(tokenizer.vocab_size, config)
-        n_params = sum(rows * cols for rows, cols in shapes.values())
-        print(f"num params: {n_params}")
-        if n_params > MAX_PARAMS:   # each weight is a Python object: ~100 bytes, and slow
-            raise InputError(f"{n_params} parameters is more than this pure-Python GPT can "
-                             f"train (at most {MAX_PARAMS}); use a smaller --n-embd, --n-layer "
-                             f"or --block-size")
-        state_dict = init_params(tokenizer.vocab_size, config, rng)
-
-        start = time.perf_counter()
-        losses = train(train_docs, val_docs, tokenizer, state_dict, config)
-        seconds = time.perf_counter() - start
-        if losses:
-            print(f"training took {seconds:.1f} s ({1000 * seconds / len(losses):.1f} ms/step)")
-            print(f"loss curve: {sparkline(losses)}")
-        if not math.isfinite(evaluate(train_docs[:1], tokenizer, state_dict, config)):
-            raise InputError("the weights have blown up (the loss is no longer a finite number); "
-                             "nothing to sample or save; train with a smaller --lr")
-        print(loss_report(train_docs, val_docs, tokenizer, state_dict, config))
-        if config.save:
-            save_checkpoint(config.save, config, tokenizer, state_dict)
-            print(f"saved the model to {config.save}")
-
-    print("--- samples ---")
-    rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
-    for i in range(config.num_samples):
-        print(f"sample {i + 1:2d}: {generate(state_dict, tokenizer, config, rng, config.prompt)}")
-
-
 # %% Plumbing: flags, checks, progress, Ctrl-C, checkpoints
+class InputError(Exception):
+    """A problem with what the user asked for: shown as one line, never as a traceback."""
+
+
+def require(ok, message):
+    if not ok:
+        raise InputError(message)
+
+
+def flag(name):   # a Config field's command-line flag
+    return '--lr' if name == 'learning_rate' else '--' + name.replace('_', '-')
+
+
 class ArgumentParser(argparse.ArgumentParser):
     def error(self, message):   # one clear line instead of argparse's usage dump
         raise InputError(f"{message} (see --help)")
 
 
-def parse_args(argv):
-    """Flags -> Config. Returns the config and the flags given explicitly (for --load's checks)."""
-    if argv is None:
-        # A Jupyter kernel starts Python with arguments of its own (-f kernel.json): not ours.
-        argv = [] if 'ipykernel' in sys.modules else sys.argv[1:]
-    c = Config
-    p = ArgumentParser(prog='microgpt.py', argument_default=argparse.SUPPRESS,
-                       description='Train a tiny GPT on a text file (one document per line), '
-                                   'then sample new documents from it.')
-    p.add_argument('--input', metavar='FILE',
-                   help=f'training text, one document per line (default: {c.input})')
-    p.add_argument('--steps', type=int, metavar='N',
-                   help=f'training steps, one document each (default: {c.steps})')
-    p.add_argument('--n-layer', type=int, metavar='N', help=f'transformer blocks (default: {c.n_layer})')
-    p.add_argument('--n-embd', type=int, metavar='N', help=f'embedding width (default: {c.n_embd})')
-    p.add_argument('--n-head', type=int, metavar='N',
-                   help=f'attention heads; must divide --n-embd (default: {c.n_head})')
-    p.add_argument('--block-size', type=int, metavar='N',
-                   help=f'context length in tokens (default: {c.block_size})')
-    p.add_argument('--lr', dest='learning_rate', type=float, metavar='LR',
-                   help=f'Adam learning rate, decayed linearly to 0 (default: {c.learning_rate})')
-    p.add_argument('--seed', type=int, metavar='N', help=f'random seed (default: {c.seed})')
-    p.add_argument('--temperature', type=float, metavar='T',
-                   help=f'sampling temperature, > 0; lower is safer (default: {c.temperature})')
-    p.add_argument('--num-samples', type=int, metavar='N',
-                   help=f'documents to sample (default: {c.num_samples})')
-    p.add_argument('--prompt', metavar='TEXT', help='start every sample with this text')
-    p.add_argument('--save', metavar='PATH', help='save the trained model to this JSON file')
-    p.add_argument('--load', metavar='PATH', help='load a model saved with --save and only sample')
-    given = vars(p.parse_args(argv))
+def parse_args():
+    """Flags -> (Config, the settings given as flags). A Jupyter kernel starts Python with
+    arguments of its own (-f kernel.json), so a notebook reads none: it edits Config instead."""
+    parser = ArgumentParser(prog='microgpt.py', allow_abbrev=False, argument_default=argparse.SUPPRESS,
+                            description='Train a tiny GPT, then sample from it. See Config.')
+    for field in fields(Config):
+        parser.add_argument(flag(field.name), dest=field.name, type=field.type,
+                            help=f"(default: {field.default})")
+    given = vars(parser.parse_args([] if 'ipykernel' in sys.modules else sys.argv[1:]))
     config = Config(**given)
-    check_config(config, given)
+    check_shape(config)
+    for name, low in (('steps', 0), ('num_samples', 0), ('learning_rate', 0), ('temperature', 0)):
+        value = getattr(config, name)   # (a finite number: not nan or inf)
+        require(low <= value < math.inf, f"{flag(name)} must be a finite number >= {low}, got {value}")
+    require(config.temperature > 0, "--temperature must be above 0: it divides the logits")
+    for name in ('input', 'save', 'load'):   # e.g. --save "$OUT" with OUT unset
+        require(given.get(name) != '', f"--{name} needs a file name, got an empty one")
+    unused = [flag(name) for name in ('input', 'steps', 'learning_rate', 'save') if name in given]
+    require(not (config.load and unused), f"--load only samples; drop {', '.join(unused)}")
     return config, given
 
 
-def check_config(config, given):
+def check_shape(config):
     for name in MODEL_SHAPE:
         value = getattr(config, name)
-        if value <= 0:
-            raise InputError(f"--{flag(name)} must be a positive whole number, got {value}")
-    if config.n_embd % config.n_head:
-        raise InputError(f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}: "
-                         f"each head needs an equal share of the embedding")
-    if config.steps < 0:
-        raise InputError(f"--steps must be 0 or more, got {config.steps}")
-    if config.num_samples < 0:
-        raise InputError(f"--num-samples must be 0 or more, got {config.num_samples}")
-    if not (math.isfinite(config.learning_rate) and config.learning_rate >= 0):
-        raise InputError(f"--lr must be a finite number >= 0, got {config.learning_rate}")
-    if not (math.isfinite(config.temperature) and config.temperature > 0):
-        raise InputError(f"--temperature must be a finite number > 0, got {config.temperature}")
-    for name in ('input', 'save', 'load'):
-        if name in given and not given[name]:   # e.g. --save "$OUT" with OUT unset
-            raise InputError(f"--{name} needs a file name, got an empty one")
-    if config.load:
-        training_only = ('input', 'steps', 'learning_rate', 'save')
-        unused = [f"--{flag(name)}" for name in training_only if name in given]
-        if unused:
-            raise InputError(f"--load only samples from a trained model; drop {', '.join(unused)}")
+        require(type(value) is int and value > 0, f"{flag(name)} must be a whole number > 0, got {value}")
+    require(config.n_embd % config.n_head == 0,
+            f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}")
 
 
-def flag(name):
-    return 'lr' if name == 'learning_rate' else name.replace('_', '-')
+def find_input(path):
+    """The file to train on. The default input.txt is also looked for beside this script, so the
+    lesson runs from any folder. Only a regular file will do: a pipe or device might never end."""
+    here = os.path.join(os.path.dirname(os.path.abspath(globals().get('__file__', ''))), path)
+    if path == Config.input and not os.path.exists(path):
+        path = here
+    require(os.path.exists(path), f"input file not found: {os.path.abspath(path)}")
+    require(os.path.isfile(path), f"{path} is not a regular file")
+    return path
 
 
-def check_prompt(config, tokenizer):
-    unknown = sorted(set(config.prompt) - set(tokenizer.chars))
-    if unknown:
-        raise InputError(f"--prompt uses characters the model has no token for: {''.join(unknown)!r}")
-    if len(config.prompt) >= config.block_size:
-        raise InputError(f"--prompt must be shorter than block_size ({config.block_size} tokens)")
+def check_run(config, tokenizer, n_params):
+    """Fail before training, not after it, when the prompt or --save could not work."""
+    unknown = ''.join(sorted(set(config.prompt) - set(tokenizer.chars)))
+    require(not unknown, f"--prompt has characters the model has no token for: {unknown!r}")
+    require(len(config.prompt) < config.block_size, "--prompt must be shorter than block_size")
+    require(n_params <= 10**7, f"{n_params} parameters: too many for pure Python (max 10 million)")
+    folder = os.path.dirname(os.path.abspath(config.save))
+    require(not config.save or os.access(folder, os.W_OK), f"--save: cannot write into {folder}")
+    require(not config.save or not os.path.exists(config.save) or is_checkpoint(config.save),
+            f"--save {config.save} exists and is not a microgpt checkpoint; not overwriting it")
 
 
-def check_save_path(path):
-    """Fail before training, not after it, when the model could not be saved."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise InputError(f"--save {path} is a directory; give a file name")
-    if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise InputError(f"--save {path}: cannot write into {folder}")
-    if os.path.exists(path):   # replace an old checkpoint, never the data or anything else
-        start = b''
-        if os.path.isfile(path):   # (a pipe or device is never a checkpoint, and may block)
-            try:
-                with open(path, 'rb') as f:
-                    start = f.read(len(CHECKPOINT_START))
-            except OSError:
-                pass
-        if start != CHECKPOINT_START:
-            raise InputError(f"--save {path} exists and is not a microgpt checkpoint; "
-                             f"refusing to overwrite it")
-
-
-def sparkline(losses, width=60):
-    """The loss curve as one line of text: the run cut into `width` chunks, each drawn as a bar
-    as tall as its mean loss."""
-    width = min(width, len(losses))
-    means = []
-    for i in range(width):
-        chunk = losses[i * len(losses) // width:(i + 1) * len(losses) // width]
-        means.append(sum(chunk) / len(chunk))
+def sparkline(losses, width=50):
+    """The loss curve as one line of text: the run cut into `width` stretches, each drawn as a
+    bar as tall as its mean loss."""
+    stretches = [losses[i * len(losses) // width:(i + 1) * len(losses) // width] for i in range(width)]
+    means = [sum(stretch) / len(stretch) for stretch in stretches if stretch]
     lo, hi = min(means), max(means)
-    bars = '▁▂▃▄▅▆▇█'
-    line = ''
-    for m in means:   # lowest mean -> shortest bar, highest -> tallest
-        level = (m - lo) / (hi - lo) if hi > lo else 0.0
-        line += bars[round(level * (len(bars) - 1))]
-    return f"{means[0]:.2f} {line} {means[-1]:.2f}"
+    bars = ''.join('▁▂▃▄▅▆▇█'[round(7 * (m - lo) / (hi - lo)) if hi > lo else 0] for m in means)
+    return f"{means[0]:.2f} {bars} {means[-1]:.2f}"
 
 
 class Progress:
-    """On a terminal, one line that rewrites itself every step; in a log file or pipe, a plain
-    line for the first step, every tenth of the run, and the last step."""
+    """Watches training. On a terminal, one line rewrites itself every step; in a log file or a
+    pipe, a line for the first step, every tenth of the run and the last. The first Ctrl-C stops
+    training after the step (the run still reports, saves and samples); a second quits. A loss
+    that averages over 10x a uniform guess for 100 steps, or is not a number, has diverged."""
 
-    def __init__(self, steps):
-        self.steps, self.live = steps, sys.stdout is not None and sys.stdout.isatty()
-        self.every = max(1, steps // 10)
-        self.start = time.perf_counter()
-        self.pending = False   # a live line is on screen without its newline
+    def __init__(self, config, vocab_size):
+        self.steps, self.lr, self.limit = config.steps, config.learning_rate, 10 * math.log(vocab_size)
+        self.recent, self.live, self.stop = collections.deque(maxlen=100), sys.stdout.isatty(), False
 
-    def update(self, step, loss):
+    def __enter__(self):   # Ctrl-C is ours while training, unless it was meant to be ignored
+        self.start, self.previous = time.perf_counter(), signal.getsignal(signal.SIGINT)
+        if self.previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self.interrupt)
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is signal.default_int_handler:
+            signal.signal(signal.SIGINT, self.previous)
+        if self.live and self.recent:
+            print()   # end the line that kept rewriting itself
+
+    def interrupt(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        print("\nCtrl-C: stopping after this step (press again to quit now)", file=sys.stderr)
+
+    def log(self, step, loss):
+        self.recent.append(loss)
+        mean = sum(self.recent) / len(self.recent)
+        require(mean < self.limit, f"training diverged at step {step}: mean loss {mean:.3g} nats, "
+                f"over 10x a uniform guess; try a smaller --lr than {self.lr}")   # (or nan)
         eta = (time.perf_counter() - self.start) / step * (self.steps - step)
         line = f"step {step:4d} / {self.steps:4d} | loss {loss:.4f} | eta {eta:.0f} s"
         if self.live:
             print('\r' + line + '   ', end='', flush=True)   # \r returns to the line's start
-            self.pending = True
-        elif step == 1 or step == self.steps or step % self.every == 0:
+        elif step == 1 or step == self.steps or step % max(1, self.steps // 10) == 0:
             print(line, flush=True)
-
-    def note(self, message):
-        self.finish()
-        print(message, flush=True)
-
-    def finish(self):
-        if self.pending:
-            print()
-            self.pending = False
+        if step % 100 == 0:
+            gc.collect()   # the run turned automatic collection off; PyPy needs it now and then
+        if self.stop and step < self.steps:
+            print(('\n' if self.live else '') + f"stopped early at step {step} (Ctrl-C)")
+        return self.stop
 
 
-class StopOnInterrupt:
-    """First Ctrl-C: finish the current step and stop training; the run still reports, saves and
-    samples. A second Ctrl-C stops everything at once."""
-
-    def __enter__(self):
-        self.requested = False
-        try:
-            self.previous = signal.signal(signal.SIGINT, self.handle)
-        except ValueError:   # only the main thread may handle signals; elsewhere, leave them be
-            self.previous = None
-        if self.previous is signal.SIG_IGN:   # Ctrl-C was meant to be ignored (a background job)
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return self
-
-    def handle(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step (press again to quit now)",
-              file=sys.stderr, flush=True)
-
-    def __exit__(self, *exc):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
+def loss_report(train_docs, val_docs, tokenizer, state_dict, config):
+    """Loss on documents the model trained on next to documents it never saw: a gap between the
+    two means it memorises rather than learns what a name looks like."""
+    print(f"measuring the loss on docs trained on: {len(train_docs)}, held out: {len(val_docs)}...")
+    report = [f"train loss {evaluate(train_docs, tokenizer, state_dict, config):.4f}"] * bool(train_docs)
+    if val_docs:
+        report.append(f"val loss {evaluate(val_docs, tokenizer, state_dict, config):.4f}")
+    uniform = math.log(tokenizer.vocab_size)   # the loss of guessing every token with equal odds
+    return ' | '.join(report + [f"uniform guess ln({tokenizer.vocab_size}) = {uniform:.4f}"])
 
 
-MODEL_SHAPE = ('n_layer', 'n_embd', 'n_head', 'block_size')
-MAX_PARAMS = 10_000_000   # about 1 GB of Values, and minutes per step
-CHECKPOINT_FORMAT = 'microgpt-checkpoint-1'
-CHECKPOINT_START = b'{"format": "' + CHECKPOINT_FORMAT.encode()   # how every checkpoint begins
+MODEL_SHAPE = ('n_layer', 'n_embd', 'n_head', 'block_size')   # all a checkpoint needs of Config
+CHECKPOINT_START = b'{"format": "microgpt-checkpoint-1"'
+
+
+def is_checkpoint(path):   # a pipe or device is never one, and might block
+    with open(path, 'rb') if os.path.isfile(path) else contextlib.nullcontext(None) as f:
+        return f is not None and f.read(len(CHECKPOINT_START)) == CHECKPOINT_START
 
 
 def save_checkpoint(path, config, tokenizer, state_dict):
     """Write the model as plain JSON (format in README.md). Atomic: the JSON goes to a temporary
-    file beside `path`, which is renamed over `path` only once complete, so a crash or Ctrl-C
-    never leaves half a checkpoint, and never spoils a good one already there."""
-    checkpoint = {
-        'format': CHECKPOINT_FORMAT,
-        'config': {name: getattr(config, name) for name in MODEL_SHAPE},
-        'vocab': tokenizer.chars,   # token id i is vocab[i]; BOS is len(vocab)
-        'state_dict': {name: [[p.data for p in row] for row in matrix]
-                       for name, matrix in state_dict.items()},
-    }
-    folder = os.path.dirname(os.path.abspath(path))
+    file beside `path`, renamed over it only once complete, so a crash or Ctrl-C never leaves
+    half a checkpoint, and never spoils a good one already there."""
+    checkpoint = {'format': 'microgpt-checkpoint-1',
+                  'config': {name: getattr(config, name) for name in MODEL_SHAPE},
+                  'vocab': tokenizer.chars,   # token id i is vocab[i]; BOS is len(vocab)
+                  'state_dict': {name: [[p.data for p in row] for row in matrix]
+                                 for name, matrix in state_dict.items()}}
+    tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.microgpt-{os.getpid()}.tmp')
     try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix='.microgpt-', suffix='.tmp')
-    except OSError as e:
-        raise InputError(f"cannot save to {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+        with open(tmp, 'w', encoding='utf-8') as f:
             json.dump(checkpoint, f)
             f.flush()
             os.fsync(f.fileno())   # on disk before the rename, not just in a buffer
-        umask = os.umask(0)        # (reading the umask means setting it, then restoring it)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp made it private; give it a new file's usual mode
         os.replace(tmp, path)      # atomic: readers see the old file or the new one, never half
-    except BaseException as e:
+    finally:
         if os.path.exists(tmp):    # gone already if the rename went through
             os.unlink(tmp)
-        if isinstance(e, OSError):
-            raise InputError(f"cannot save to {path}: {e.strerror}") from None
-        raise
 
 
 def load_checkpoint(path, config, given):
     """Read a checkpoint written by save_checkpoint. It is plain data: loading runs no code from
     the file, and every part is checked before use. Returns (state_dict, tokenizer, config)."""
-    def bad(problem):
-        return InputError(f"{path} is not a usable microgpt checkpoint: {problem}")
+    require(is_checkpoint(path), f"{path} is not a microgpt checkpoint (one made by --save)")
     try:
-        with open(path, encoding='utf-8-sig') as f:
+        with open(path, encoding='utf-8') as f:
             checkpoint = json.load(f)
-    except FileNotFoundError:
-        raise InputError(f"checkpoint not found: {path}") from None
-    except UnicodeDecodeError:
-        raise bad("not UTF-8 text") from None
-    except (ValueError, RecursionError):   # RecursionError: brackets nested thousands deep
-        raise bad("not valid JSON") from None
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror}") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get('format') != CHECKPOINT_FORMAT:
-        raise bad(f"its 'format' is not {CHECKPOINT_FORMAT!r}")
-    shape, vocab = checkpoint.get('config'), checkpoint.get('vocab')
-    weights = checkpoint.get('state_dict')
-    if not isinstance(shape, dict) or set(shape) != set(MODEL_SHAPE) or not all(
-            type(shape[name]) is int and shape[name] > 0 for name in MODEL_SHAPE):
-        raise bad(f"'config' must give {', '.join(MODEL_SHAPE)} as positive whole numbers")
-    if shape['n_embd'] % shape['n_head']:
-        raise bad("its n_embd is not divisible by its n_head")
+        weights, shape = checkpoint['state_dict'], dict(checkpoint['config'])
+        config, tokenizer = replace(config, **shape), Tokenizer(checkpoint['vocab'])
+        check_shape(config)
+        sizes = {name: [cols] * rows for name, (rows, cols) in param_shapes(tokenizer.vocab_size,
+                 config).items()} if len(weights) == 3 + 6 * config.n_layer else None
+        ok = tokenizer.chars == checkpoint['vocab'] and all(len(ch) == 1 for ch in tokenizer.chars)
+        ok = ok and sizes == {name: [len(row) for row in matrix] for name, matrix in weights.items()}
+        ok = ok and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
+                        for matrix in weights.values() for row in matrix for x in row)
+    except (ValueError, RecursionError, TypeError, KeyError, InputError):
+        ok = False   # not UTF-8, not JSON, nested thousands deep, or not the shape it says
+    require(ok, f"{path} is damaged or edited: it is not a usable microgpt checkpoint")
     for name in MODEL_SHAPE:
-        if name in given and given[name] != shape[name]:
-            raise InputError(f"--{flag(name)} {given[name]} does not match the checkpoint "
-                             f"{path}, which has {name} {shape[name]}")
-    if not (isinstance(vocab, list) and all(isinstance(ch, str) and len(ch) == 1 for ch in vocab)
-            and vocab == sorted(set(vocab))):
-        raise bad("'vocab' must be a sorted list of distinct characters")
-    config = replace(config, **shape)
-    tokenizer = Tokenizer(vocab)
-    if not isinstance(weights, dict) or len(weights) != 3 + 6 * config.n_layer:
-        raise bad(f"'state_dict' must hold {3 + 6 * config.n_layer} matrices for this config")
-    shapes = param_shapes(tokenizer.vocab_size, config)
-    if set(weights) != set(shapes):
-        raise bad(f"'state_dict' must hold exactly {', '.join(shapes)} for this config and vocab")
-    for name, (rows, cols) in shapes.items():
-        matrix = weights[name]
-        if not (isinstance(matrix, list) and len(matrix) == rows and all(
-                isinstance(row, list) and len(row) == cols and all(
-                    type(x) in (int, float) and abs(x) <= sys.float_info.max for x in row)
-                for row in matrix)):   # (abs(x) <= max float is False for nan, inf, 10**400)
-            raise bad(f"{name} must be a {rows} x {cols} matrix of finite numbers "
-                      f"to match the config and the {len(vocab)}-character vocab")
-    check_prompt(config, tokenizer)
-    state_dict = {name: [[Value(float(x)) for x in row] for row in weights[name]]
-                  for name in shapes}
+        require(given.get(name, shape[name]) == shape[name],
+                f"{flag(name)} {given.get(name)} does not match {path}'s {name} {shape[name]}")
+    check_run(config, tokenizer, 0)
+    state_dict = {name: [[Value(float(x)) for x in row] for row in matrix]
+                  for name, matrix in weights.items()}
     return state_dict, tokenizer, config
 
 
-def run(argv=None):
-    """main() with every expected failure turned into one line on stderr and an exit status."""
+@contextlib.contextmanager
+def one_line_errors():
+    """Run the lesson with every expected failure shown as one line on stderr, not a traceback.
+    On the command line it then exits (status 2); a notebook or `python3 -i` carries on."""
     if hasattr(sys.stdout, 'reconfigure'):   # a console that cannot show a character shows '?'
         sys.stdout.reconfigure(errors='replace')
-    # A training step makes tens of thousands of Values. They hold no reference cycles, so on
-    # CPython reference counting frees each step's graph once nothing points to it, and the
-    # cycle collector, which would keep rescanning every one of them, can be switched off:
-    # ~25% faster. (PyPy has no reference counting; train() collects by hand every 100 steps.)
-    was_enabled = gc.isenabled()
+    # Training makes millions of Values. They hold no reference cycles, so on CPython reference
+    # counting frees each step's graph, and the cycle collector, which would keep rescanning all
+    # of them, can be off: ~25% faster. (PyPy has no reference counting: Progress collects.)
+    gc_was_enabled, status = gc.isenabled(), 0
     gc.disable()
     try:
-        main(argv)
-    except InputError as e:
-        print(f"microgpt: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("\nmicrogpt: interrupted", file=sys.stderr)
-        return 130
-    except OverflowError:     # e.g. weights so large that squaring one exceeds the largest float
-        print("microgpt: error: a number grew past the largest float: the weights have blown up "
-              "(train with a smaller --lr)", file=sys.stderr)
-        return 2
-    except MemoryError:
-        print("microgpt: error: out of memory: try a smaller model", file=sys.stderr)
-        return 2
+        yield
     except BrokenPipeError:   # e.g. `python3 microgpt.py | head`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        status = 1
+    except KeyboardInterrupt:
+        print("\nmicrogpt: interrupted", file=sys.stderr)
+        status = 130
+    except (InputError, OSError, UnicodeDecodeError, OverflowError, MemoryError) as e:
+        explain = {UnicodeDecodeError: f"the input is not UTF-8 text ({e})",
+                   OverflowError: "a number grew past the largest float; try a smaller --lr",
+                   MemoryError: "out of memory: try a smaller model"}
+        print(f"microgpt: error: {explain.get(type(e), e)}", file=sys.stderr)
+        status = 2
     finally:
-        if was_enabled:
+        if gc_was_enabled:
             gc.enable()
-    return 0
-
-
-if __name__ == '__main__':
-    status = run()
-    if status:   # exit quietly on success: in a notebook, sys.exit(0) would print an exception
+    if status and not (sys.flags.inspect or 'IPython' in sys.modules):
         sys.exit(status)
+
+
+# %% Run: settings, data, tokenizer, parameters, training, report, samples
+if __name__ == '__main__':
+    with one_line_errors():
+        config, given = parse_args()
+        if config.load:   # a trained model from disk: straight to the samples
+            state_dict, tokenizer, config = load_checkpoint(config.load, config, given)
+            print(f"loaded {config.load}: {len(flat_params(state_dict))} params")
+        else:
+            docs = load_docs(find_input(config.input))
+            require(docs, f"{config.input} holds no documents: every line is blank")
+            rng = random.Random(config.seed)   # one seeded generator: the shuffle and the init
+            rng.shuffle(docs)
+            n_val = len(docs) // 10   # hold out 10% to measure how well the model generalises
+            val_docs, train_docs = docs[:n_val], docs[n_val:]
+            print(f"num docs: {len(docs)}")
+            tokenizer = Tokenizer(''.join(docs))
+            print(f"vocab size: {tokenizer.vocab_size}")
+            print(f"validation: {n_val} of {len(docs)} docs held out, training on {len(train_docs)}")
+            too_long = sum(len(doc) + 1 > config.block_size for doc in train_docs)   # BOS + doc + BOS
+            if too_long:
+                print(f"note: {too_long} training docs exceed block_size: only their start is seen")
+            n_params = sum(r * c for r, c in param_shapes(tokenizer.vocab_size, config).values())
+            print(f"num params: {n_params}")
+            check_run(config, tokenizer, n_params)
+            state_dict = init_params(tokenizer.vocab_size, config, rng)
+
+            start = time.perf_counter()
+            with Progress(config, tokenizer.vocab_size) as progress:
+                losses = train(train_docs, tokenizer, state_dict, config, progress.log)
+            seconds = time.perf_counter() - start
+            print(f"training took {seconds:.1f} s ({1000 * seconds / max(1, len(losses)):.1f} ms/step)")
+            print(f"loss curve: {sparkline(losses)}" if losses else "loss curve: no steps taken")
+            trained_on = [train_docs[s % len(train_docs)]   # the last 100 documents trained on
+                          for s in range(max(0, len(losses) - 100), len(losses))]
+            print(loss_report(trained_on, val_docs[:100], tokenizer, state_dict, config))
+            if config.save:
+                save_checkpoint(config.save, config, tokenizer, state_dict)
+                print(f"saved the model to {config.save}")
+
+        print("--- samples ---")
+        rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
+        for i in range(config.num_samples):
+            print(f"sample {i + 1:2d}: {generate(state_dict, tokenizer, config, rng, config.prompt)}")
