@@ -4,12 +4,13 @@ microgpt: a whole GPT, trained and sampled, in one file of dependency-free Pytho
     python3 microgpt.py           train on input.txt (names), then invent new ones
     python3 microgpt.py --help    every setting below is also a flag
 
-Read it top to bottom, next to walkthrough.md. The data flows through the file in order:
-text -> tokens -> embeddings -> transformer blocks -> logits -> loss -> gradients -> update -> samples.
+Read it top to bottom, next to walkthrough.md. The data flows through the file in order: text ->
+tokens -> embeddings -> transformer blocks -> logits -> loss -> gradients -> update -> samples.
 Each `# %%` line starts a section that notebook-aware editors run as a cell. After a run, the
-notebook (or `python3 -i microgpt.py`) holds what it made: config, docs, tokenizer, state_dict, losses.
+notebook (or `python3 -i microgpt.py`) holds what it made: config, docs, tokenizer, state_dict,
+losses.
 """
-import argparse, collections, contextlib, gc, itertools, json, math, operator, os, random, signal, sys, time
+import argparse, collections, contextlib, gc, json, math, operator, os, random, signal, sys, time
 from dataclasses import dataclass, fields, replace
 
 
@@ -38,8 +39,7 @@ def load_docs(path):
     """A UTF-8 text file -> its documents: one per line, surrounding whitespace stripped, blank
     lines dropped. ('utf-8-sig' also drops the byte-order mark some editors write first.)"""
     with open(path, encoding='utf-8-sig') as f:
-        docs = [line.strip() for line in f]
-    return [doc for doc in docs if doc]
+        return [line.strip() for line in f if line.strip()]
 
 
 # %% Tokenizer
@@ -63,8 +63,7 @@ class Tokenizer:
 def doc_tokens(doc, tokenizer, block_size):
     """BOS + document + BOS, cut to block_size + 1 tokens: the model reads the first block_size
     of them, and at every position the target is the token that comes next."""
-    tokens = [tokenizer.bos] + tokenizer.encode(doc) + [tokenizer.bos]
-    return tokens[:block_size + 1]
+    return ([tokenizer.bos] + tokenizer.encode(doc) + [tokenizer.bos])[:block_size + 1]
 
 
 # %% Autograd
@@ -72,39 +71,37 @@ class Value:
     """One number in the computation, plus what it takes to run the chain rule back through it.
 
     Every operation makes a new Value that remembers its inputs (`_children`) and the local
-    derivative of its output with respect to each input (`_local_grads`). backward() then
-    walks the graph from the loss to the parameters, multiplying local derivatives together.
+    derivative of its output with respect to each input (`_local_grads`), and records itself on
+    the tape. backward() replays the tape from the newest Value to the oldest, multiplying local
+    derivatives together: reverse-mode automatic differentiation, as PyTorch and JAX do it.
     """
-    __slots__ = ('data', 'grad', '_children', '_local_grads', '_order')
-    _counter = itertools.count()   # numbers the Values in the order they are made
+    __slots__ = ('data', 'grad', '_children', '_local_grads')
+    tape = []   # every computed Value since the last backward(), in the order they were made
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself, computed on the forward pass
         self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
         self._children = children         # the Values this one was computed from
         self._local_grads = local_grads   # d(this)/d(child), one per child
-        self._order = next(Value._counter)   # used by backward() to order the graph
+        Value.tape.append(self)           # (a weight, with no children, replays as a no-op)
 
     def __repr__(self):   # what a notebook shows for print(loss)
         return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
 
     # Each operation: its forward value, then its local derivative with respect to each input.
+    # A plain number (2, 1e-5, len(x)) is a constant: it needs no gradient, so it is not a node.
     def __add__(self, other):    # d(a+b)/da = 1, d(a+b)/db = 1
-        other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data + other.data, (self, other), (1.0, 1.0))
-
-    def __sub__(self, other):    # d(a-b)/da = 1, d(a-b)/db = -1
-        other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data - other.data, (self, other), (1.0, -1.0))
+        if isinstance(other, Value):
+            return Value(self.data + other.data, (self, other), (1.0, 1.0))
+        return Value(self.data + other, (self,), (1.0,))
 
     def __mul__(self, other):    # d(a*b)/da = b, d(a*b)/db = a
-        other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data * other.data, (self, other), (other.data, self.data))
+        if isinstance(other, Value):
+            return Value(self.data * other.data, (self, other), (other.data, self.data))
+        return Value(self.data * other, (self,), (other,))
 
-    def __truediv__(self, other):  # d(a/b)/da = 1/b, d(a/b)/db = -a/b^2
-        other = other if isinstance(other, Value) else Value(other)
-        return Value(self.data / other.data, (self, other),
-                     (1.0 / other.data, -self.data / (other.data * other.data)))
+    def __truediv__(self, other):  # a / b = a * b^-1
+        return self * other ** -1
 
     def __pow__(self, k):        # k is a plain number: d(a^k)/da = k * a^(k-1)
         return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
@@ -112,8 +109,8 @@ class Value:
     def __neg__(self):           # d(-a)/da = -1
         return Value(-self.data, (self,), (-1.0,))
 
-    def log(self):               # d(ln a)/da = 1/a
-        return Value(math.log(self.data), (self,), (1.0 / self.data,))
+    def __sub__(self, other):    # a - b = a + (-b)
+        return self + (-other)
 
     def exp(self):               # d(e^a)/da = e^a
         out = math.exp(self.data)
@@ -122,40 +119,20 @@ class Value:
     def relu(self):              # d(max(0, a))/da = 1 where a > 0, else 0
         return Value(max(0.0, self.data), (self,), (1.0 if self.data > 0 else 0.0,))
 
-    # A plain number on the left (2 + a, 2 - a, 2 * a, 2 / a) becomes a constant Value. The model
-    # itself only needs 0 + a (from sum()); the others are here so that any formula works.
-    def __radd__(self, other):
-        return Value(other) + self
-
-    def __rsub__(self, other):
-        return Value(other) - self
-
-    def __rmul__(self, other):
-        return Value(other) * self
-
-    def __rtruediv__(self, other):
-        return Value(other) / self
+    __radd__ = __add__   # a plain number on the left: 0 + a is a + 0 (sum() starts with 0 + a)
 
     def backward(self):
-        """Fill in .grad of every Value this one was computed from: d(self)/d(that Value).
-        Gradients add up (+=), so call it once per graph, with the leaves' grads at zero."""
-        # 1. Find every node this one depends on. An explicit stack instead of recursion,
-        #    so a graph of any depth works (Python stops recursing after ~1000 calls).
-        #    Leaves (weights, constants) have nothing to pass on, so they are not collected.
-        graph, stack = {self}, [self]
-        while stack:
-            for child in stack.pop()._children:
-                if child._children and child not in graph:
-                    graph.add(child)
-                    stack.append(child)
-        # 2. A node is always created after the nodes it is computed from, so newest-first is an
-        #    order in which each node's gradient is complete before it is passed to its children.
-        # 3. Chain rule: d(self)/d(child) += d(node)/d(child) * d(self)/d(node).
+        """Fill in .grad of every Value on the tape: d(self)/d(that Value), by the chain rule.
+        Each Value was recorded after the Values it was computed from, so newest-first is an order
+        in which every gradient is complete before it is passed on: no graph search, no sort."""
+        if self._children and self not in Value.tape:
+            raise RuntimeError("backward() has already used this graph's tape: compute it again")
         self.grad = 1.0
-        for node in sorted(graph, key=operator.attrgetter('_order'), reverse=True):
-            node_grad = node.grad
-            for child, local_grad in zip(node._children, node._local_grads):
-                child.grad += local_grad * node_grad
+        for node in reversed(Value.tape):
+            if node.grad:   # (zero for Values off self's path: they have nothing to pass on)
+                for child, local_grad in zip(node._children, node._local_grads):
+                    child.grad += local_grad * node.grad
+        Value.tape.clear()   # the graph is used up; the next one starts a new tape
 
 
 def dot(a, b):
@@ -175,13 +152,11 @@ def param_shapes(vocab_size, config):
     """Name -> (rows, columns) of every weight matrix. wte, wpe and lm_head are GPT-2's names;
     nanoGPT fuses q, k, v into one matrix (c_attn), kept apart here to keep each one visible."""
     e = config.n_embd
-    shapes = {'wte': (vocab_size, e),          # token embedding: one row per token
-              'wpe': (config.block_size, e)}   # position embedding: one row per position
-    for i in range(config.n_layer):
-        for w in ('wq', 'wk', 'wv', 'wo'):   # query, key, value and output projections
-            shapes[f'layer{i}.attn.{w}'] = (e, e)
-        shapes[f'layer{i}.mlp.fc1'] = (4 * e, e)   # the MLP widens 4x, then narrows back
-        shapes[f'layer{i}.mlp.fc2'] = (e, 4 * e)
+    # Token embedding: one row per token; position embedding: one row per position.
+    shapes = {'wte': (vocab_size, e), 'wpe': (config.block_size, e)}
+    for i in range(config.n_layer):   # attention's query, key, value and output projections,
+        shapes.update({f'layer{i}.attn.{w}': (e, e) for w in ('wq', 'wk', 'wv', 'wo')})
+        shapes.update({f'layer{i}.mlp.fc1': (4 * e, e), f'layer{i}.mlp.fc2': (e, 4 * e)})   # MLP
     shapes['lm_head'] = (vocab_size, e)        # from a vector back to one score per token
     return shapes
 
@@ -226,6 +201,7 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
     Tokens go in one at a time. kv_cache holds, per layer, the keys and values of every position
     so far; this position appends its own, and its query attends over them all: everything up to
     and including itself, never the future. That is causal self-attention, with no mask needed.
+    Each head's attention weights are appended to the cache's third list, for looking inside.
     """
     head_dim = config.n_embd // config.n_head
     x = [t + p for t, p in zip(state_dict['wte'][token_id], state_dict['wpe'][pos_id])]
@@ -237,7 +213,7 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
         q = linear(x, state_dict[f'layer{i}.attn.wq'])
         k = linear(x, state_dict[f'layer{i}.attn.wk'])
         v = linear(x, state_dict[f'layer{i}.attn.wv'])
-        keys, values = kv_cache[i]
+        keys, values, attention = kv_cache[i]
         keys.append(k)
         values.append(v)
         heads = []
@@ -247,8 +223,9 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
             # softmax does not saturate into a one-hot choice as heads get wider.
             scores = [dot(q[lo:hi], k_t[lo:hi]) / math.sqrt(head_dim) for k_t in keys]
             weights = softmax(scores)
-            for j in range(lo, hi):   # this head's output: the weighted average of the values
-                heads.append(dot(weights, [v_t[j] for v_t in values]))
+            attention.append(weights)   # kept only so that a learner can look inside
+            # This head's output: per dimension, the values' average weighted by attention.
+            heads += [dot(weights, [v_t[j] for v_t in values]) for j in range(lo, hi)]
         x = linear(heads, state_dict[f'layer{i}.attn.wo'])
         x = [a + b for a, b in zip(x, x_residual)]   # residual: add, don't replace
         # MLP: each position thinks on its own, through a 4x wider hidden layer.
@@ -263,19 +240,23 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
 
 # %% Loss
 def cross_entropy(logits, target):
-    """-log(softmax(logits)[target]), computed as logsumexp(logits) - logits[target].
+    """-log(softmax(logits)[target]) as ONE node, like dot(): the loss of one prediction, in nats.
 
-    Same number, but it never takes the log of a probability that rounded down to 0: after
-    subtracting the largest logit, the sum of exps is at least 1.
+    Computed as logsumexp(logits) - logits[target], which never takes the log of a probability
+    that rounded down to 0 (after subtracting the largest logit, the sum of exps is at least 1).
+    Its local gradients are softmax(logits) - one_hot(target): every logit is pushed down by the
+    probability the model gave it, and the right one is pulled up by 1.
     """
     top = max(x.data for x in logits)
-    log_sum_exp = sum((x - top).exp() for x in logits).log() + top
-    return log_sum_exp - logits[target]
+    exps = [math.exp(x.data - top) for x in logits]
+    total = sum(exps)
+    grads = [e / total - (i == target) for i, e in enumerate(exps)]
+    return Value(math.log(total) + top - logits[target].data, tuple(logits), grads)
 
 
 def document_loss(tokens, state_dict, config):
     """Mean cross-entropy of predicting each next token of one document, in nats."""
-    kv_cache = [([], []) for _ in range(config.n_layer)]   # per layer: keys, values
+    kv_cache = [([], [], []) for _ in range(config.n_layer)]   # per layer: keys, values, attention
     losses = []
     for pos in range(len(tokens) - 1):
         logits = gpt(tokens[pos], pos, kv_cache, state_dict, config)
@@ -292,8 +273,7 @@ class Adam:
     def __init__(self, params, beta1=0.85, beta2=0.99, eps=1e-8):
         # Betas below the usual 0.9 / 0.999: with one document per step and only 1000 steps,
         # shorter memories of the gradient adapt faster.
-        self.params = params
-        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
         self.m = [0.0] * len(params)   # running mean of each gradient (first moment)
         self.v = [0.0] * len(params)   # running mean of each squared gradient (second moment)
         self.t = 0                     # steps taken
@@ -324,8 +304,7 @@ def train(docs, tokenizer, state_dict, config, log=None):
         tokens = doc_tokens(docs[step % len(docs)], tokenizer, config.block_size)
         loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
         loss.backward()                                    # backward: d(loss)/d(every weight)
-        lr = config.learning_rate * (1 - step / config.steps)   # decays linearly to 0
-        optimizer.step(lr)                                 # update: each weight steps downhill
+        optimizer.step(config.learning_rate * (1 - step / config.steps))   # update; lr decays to 0
         losses.append(loss.data)
         if log and log(step + 1, loss.data):
             break
@@ -335,11 +314,12 @@ def train(docs, tokenizer, state_dict, config, log=None):
 def evaluate(docs, tokenizer, state_dict, config):
     """Mean loss per predicted token over docs, in nats (training's loss is a mean per document
     instead). Forward passes only: nothing is learned."""
-    total, count = 0.0, 0
+    total, count, start = 0.0, 0, len(Value.tape)
     for doc in docs:
         tokens = doc_tokens(doc, tokenizer, config.block_size)
         total += document_loss(tokens, state_dict, config).data * (len(tokens) - 1)
         count += len(tokens) - 1
+        del Value.tape[start:]   # no backward() will replay this document: drop it from the tape
     return total / count
 
 
@@ -347,8 +327,8 @@ def evaluate(docs, tokenizer, state_dict, config):
 def generate(state_dict, tokenizer, config, rng, prompt=''):
     """Invent one document: feed BOS (and the prompt), then repeatedly draw the next token from
     the model's probabilities and feed it back in, until the model says BOS (the end)."""
-    tokens = [tokenizer.bos] + tokenizer.encode(prompt)
-    kv_cache = [([], []) for _ in range(config.n_layer)]
+    tokens, start = [tokenizer.bos] + tokenizer.encode(prompt), len(Value.tape)
+    kv_cache = [([], [], []) for _ in range(config.n_layer)]
     for pos in range(config.block_size):
         logits = gpt(tokens[pos], pos, kv_cache, state_dict, config)
         if pos + 1 < len(tokens):
@@ -361,6 +341,7 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
         if next_id == tokenizer.bos:
             break
         tokens.append(next_id)
+    del Value.tape[start:]   # nothing here will be differentiated: free this sample's tape
     return tokenizer.decode(tokens[1:])
 
 
@@ -386,49 +367,41 @@ class ArgumentParser(argparse.ArgumentParser):
 def parse_args():
     """Flags -> (Config, the settings given as flags). A Jupyter kernel starts Python with
     arguments of its own (-f kernel.json), so a notebook reads none: it edits Config instead."""
-    parser = ArgumentParser(prog='microgpt.py', allow_abbrev=False, argument_default=argparse.SUPPRESS,
+    parser = ArgumentParser(allow_abbrev=False, argument_default=argparse.SUPPRESS,
                             description='Train a tiny GPT, then sample from it. See Config.')
-    for field in fields(Config):
-        parser.add_argument(flag(field.name), dest=field.name, type=field.type,
-                            help=f"(default: {field.default})")
+    for f in fields(Config):
+        parser.add_argument(flag(f.name), dest=f.name, type=f.type, help=f"(default: {f.default})")
     given = vars(parser.parse_args([] if 'ipykernel' in sys.modules else sys.argv[1:]))
-    config = Config(**given)
-    check_shape(config)
-    for name, low in (('steps', 0), ('num_samples', 0), ('learning_rate', 0), ('temperature', 0)):
-        value = getattr(config, name)   # (a finite number: not nan or inf)
-        require(low <= value < math.inf, f"{flag(name)} must be a finite number >= {low}, got {value}")
-    require(config.temperature > 0, "--temperature must be above 0: it divides the logits")
     for name in ('input', 'save', 'load'):   # e.g. --save "$OUT" with OUT unset
         require(given.get(name) != '', f"--{name} needs a file name, got an empty one")
-    unused = [flag(name) for name in ('input', 'steps', 'learning_rate', 'save') if name in given]
-    require(not (config.load and unused), f"--load only samples; drop {', '.join(unused)}")
+    config = Config(**given)
+    check_config(config)
     return config, given
 
 
-def check_shape(config):
-    for name in MODEL_SHAPE:
-        value = getattr(config, name)
-        require(type(value) is int and value > 0, f"{flag(name)} must be a whole number > 0, got {value}")
-    require(config.n_embd % config.n_head == 0,
-            f"--n-embd {config.n_embd} is not divisible by --n-head {config.n_head}")
+def check_config(config):
+    for name, low in (('n_layer', 1), ('n_embd', 1), ('n_head', 1), ('block_size', 1),
+                      ('steps', 0), ('num_samples', 0), ('learning_rate', 0), ('temperature', 0)):
+        require(low <= getattr(config, name) < math.inf, f"{flag(name)} must be finite, >= {low}")
+    require(config.temperature > 0, "--temperature must be above 0: it divides the logits")
+    require(config.n_embd % config.n_head == 0, "--n-embd must be a multiple of --n-head")
 
 
 def find_input(path):
     """The file to train on. The default input.txt is also looked for beside this script, so the
     lesson runs from any folder. Only a regular file will do: a pipe or device might never end."""
-    here = os.path.join(os.path.dirname(os.path.abspath(globals().get('__file__', ''))), path)
-    if path == Config.input and not os.path.exists(path):
-        path = here
-    require(os.path.exists(path), f"input file not found: {os.path.abspath(path)}")
-    require(os.path.isfile(path), f"{path} is not a regular file")
-    return path
+    places = [path]
+    if path == Config.input and '__file__' in globals():
+        places.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), path))
+    found = [place for place in places if os.path.isfile(place)]
+    require(found, f"input file not found (or not a regular file): {' or '.join(places)}")
+    return found[0]
 
 
 def check_run(config, tokenizer, n_params):
     """Fail before training, not after it, when the prompt or --save could not work."""
-    unknown = ''.join(sorted(set(config.prompt) - set(tokenizer.chars)))
-    require(not unknown, f"--prompt has characters the model has no token for: {unknown!r}")
-    require(len(config.prompt) < config.block_size, "--prompt must be shorter than block_size")
+    require(set(config.prompt) <= set(tokenizer.chars) and len(config.prompt) < config.block_size,
+            "--prompt must be shorter than block_size and use only characters of the data")
     require(n_params <= 10**7, f"{n_params} parameters: too many for pure Python (max 10 million)")
     folder = os.path.dirname(os.path.abspath(config.save))
     require(not config.save or os.access(folder, os.W_OK), f"--save: cannot write into {folder}")
@@ -439,10 +412,10 @@ def check_run(config, tokenizer, n_params):
 def sparkline(losses, width=50):
     """The loss curve as one line of text: the run cut into `width` stretches, each drawn as a
     bar as tall as its mean loss."""
-    stretches = [losses[i * len(losses) // width:(i + 1) * len(losses) // width] for i in range(width)]
-    means = [sum(stretch) / len(stretch) for stretch in stretches if stretch]
+    chunks = [losses[i * len(losses) // width:(i + 1) * len(losses) // width] for i in range(width)]
+    means = [sum(chunk) / len(chunk) for chunk in chunks if chunk]
     lo, hi = min(means), max(means)
-    bars = ''.join('▁▂▃▄▅▆▇█'[round(7 * (m - lo) / (hi - lo)) if hi > lo else 0] for m in means)
+    bars = ''.join('▁▂▃▄▅▆▇█'[round(7 * (m - lo) / (hi - lo or 1))] for m in means)
     return f"{means[0]:.2f} {bars} {means[-1]:.2f}"
 
 
@@ -453,20 +426,22 @@ class Progress:
     that averages over 10x a uniform guess for 100 steps, or is not a number, has diverged."""
 
     def __init__(self, config, vocab_size):
-        self.steps, self.lr, self.limit = config.steps, config.learning_rate, 10 * math.log(vocab_size)
-        self.recent, self.live, self.stop = collections.deque(maxlen=100), sys.stdout.isatty(), False
+        self.steps, self.limit, self.stop = config.steps, 10 * math.log(vocab_size), False
+        self.recent = collections.deque(maxlen=100)   # the last 100 losses
 
-    def __enter__(self):   # Ctrl-C is ours while training, unless it was meant to be ignored
-        self.start, self.previous = time.perf_counter(), signal.getsignal(signal.SIGINT)
-        if self.previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self.interrupt)
+    def __enter__(self):   # Ctrl-C is ours while training
+        self.previous, self.start = signal.signal(signal.SIGINT, self.interrupt), time.perf_counter()
+        # Each step makes ~5,000 Values. They hold no reference cycles, so on CPython reference
+        # counting frees each step's graph, and the cycle collector, which would keep rescanning
+        # all of them, can be off: ~25% faster. (PyPy has no reference counting: log() collects.)
+        gc.disable()
         return self
 
     def __exit__(self, *exc):
-        if self.previous is signal.default_int_handler:
-            signal.signal(signal.SIGINT, self.previous)
-        if self.live and self.recent:
-            print()   # end the line that kept rewriting itself
+        signal.signal(signal.SIGINT, self.previous)
+        gc.enable()
+        end_live_line = '\n' if sys.stdout.isatty() and self.recent else ''
+        print(f"{end_live_line}training took {time.perf_counter() - self.start:.1f} s")
 
     def interrupt(self, signum, frame):
         if self.stop:
@@ -477,30 +452,29 @@ class Progress:
     def log(self, step, loss):
         self.recent.append(loss)
         mean = sum(self.recent) / len(self.recent)
-        require(mean < self.limit, f"training diverged at step {step}: mean loss {mean:.3g} nats, "
-                f"over 10x a uniform guess; try a smaller --lr than {self.lr}")   # (or nan)
+        # (The test fails for nan too: a loss that is not a number is never below the limit.)
+        require(mean < self.limit, f"training diverged at step {step}: try a smaller --lr")
         eta = (time.perf_counter() - self.start) / step * (self.steps - step)
         line = f"step {step:4d} / {self.steps:4d} | loss {loss:.4f} | eta {eta:.0f} s"
-        if self.live:
+        if sys.stdout.isatty():
             print('\r' + line + '   ', end='', flush=True)   # \r returns to the line's start
-        elif step == 1 or step == self.steps or step % max(1, self.steps // 10) == 0:
+        elif step in (1, self.steps) or step % max(1, self.steps // 10) == 0 or self.stop:
             print(line, flush=True)
-        if step % 100 == 0:
-            gc.collect()   # the run turned automatic collection off; PyPy needs it now and then
-        if self.stop and step < self.steps:
-            print(('\n' if self.live else '') + f"stopped early at step {step} (Ctrl-C)")
+        if step % 20 == 0:
+            gc.collect()   # automatic collection is off while training; PyPy needs it now and then
         return self.stop
 
 
-def loss_report(train_docs, val_docs, tokenizer, state_dict, config):
-    """Loss on documents the model trained on next to documents it never saw: a gap between the
-    two means it memorises rather than learns what a name looks like."""
+def loss_report(train_docs, val_docs, steps, tokenizer, state_dict, config):
+    """Loss on the last 100 documents trained on next to 100 it never saw: a gap between the two
+    means the model memorises rather than learns what a name looks like."""
+    train_docs = [train_docs[s % len(train_docs)] for s in range(max(0, steps - 100), steps)]
+    val_docs = val_docs[:100]
     print(f"measuring the loss on docs trained on: {len(train_docs)}, held out: {len(val_docs)}...")
-    report = [f"train loss {evaluate(train_docs, tokenizer, state_dict, config):.4f}"] * bool(train_docs)
-    if val_docs:
-        report.append(f"val loss {evaluate(val_docs, tokenizer, state_dict, config):.4f}")
-    uniform = math.log(tokenizer.vocab_size)   # the loss of guessing every token with equal odds
-    return ' | '.join(report + [f"uniform guess ln({tokenizer.vocab_size}) = {uniform:.4f}"])
+    report = [f"{name} loss {evaluate(docs, tokenizer, state_dict, config):.4f}"
+              for name, docs in (('train', train_docs), ('val', val_docs)) if docs]
+    uniform = f"uniform guess ln({tokenizer.vocab_size}) = {math.log(tokenizer.vocab_size):.4f}"
+    return ' | '.join(report + [uniform])   # uniform: the loss of giving every token equal odds
 
 
 MODEL_SHAPE = ('n_layer', 'n_embd', 'n_head', 'block_size')   # all a checkpoint needs of Config
@@ -516,11 +490,11 @@ def save_checkpoint(path, config, tokenizer, state_dict):
     """Write the model as plain JSON (format in README.md). Atomic: the JSON goes to a temporary
     file beside `path`, renamed over it only once complete, so a crash or Ctrl-C never leaves
     half a checkpoint, and never spoils a good one already there."""
+    weights = {name: [[p.data for p in row] for row in m] for name, m in state_dict.items()}
     checkpoint = {'format': 'microgpt-checkpoint-1',
                   'config': {name: getattr(config, name) for name in MODEL_SHAPE},
                   'vocab': tokenizer.chars,   # token id i is vocab[i]; BOS is len(vocab)
-                  'state_dict': {name: [[p.data for p in row] for row in matrix]
-                                 for name, matrix in state_dict.items()}}
+                  'state_dict': weights}
     tmp = os.path.join(os.path.dirname(os.path.abspath(path)), f'.microgpt-{os.getpid()}.tmp')
     try:
         with open(tmp, 'w', encoding='utf-8') as f:
@@ -536,28 +510,26 @@ def save_checkpoint(path, config, tokenizer, state_dict):
 def load_checkpoint(path, config, given):
     """Read a checkpoint written by save_checkpoint. It is plain data: loading runs no code from
     the file, and every part is checked before use. Returns (state_dict, tokenizer, config)."""
-    require(is_checkpoint(path), f"{path} is not a microgpt checkpoint (one made by --save)")
+    require(is_checkpoint(path), f"no microgpt checkpoint (made by --save) at {path}")
     try:
         with open(path, encoding='utf-8') as f:
             checkpoint = json.load(f)
-        weights, shape = checkpoint['state_dict'], dict(checkpoint['config'])
-        config, tokenizer = replace(config, **shape), Tokenizer(checkpoint['vocab'])
-        check_shape(config)
-        sizes = {name: [cols] * rows for name, (rows, cols) in param_shapes(tokenizer.vocab_size,
-                 config).items()} if len(weights) == 3 + 6 * config.n_layer else None
-        ok = tokenizer.chars == checkpoint['vocab'] and all(len(ch) == 1 for ch in tokenizer.chars)
-        ok = ok and sizes == {name: [len(row) for row in matrix] for name, matrix in weights.items()}
-        ok = ok and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
-                        for matrix in weights.values() for row in matrix for x in row)
+        weights, shape, vocab = checkpoint['state_dict'], checkpoint['config'], checkpoint['vocab']
+        config, tokenizer = replace(config, **shape), Tokenizer(''.join(vocab))
+        check_config(config)   # (its InputError, like any other here, means: not usable)
+        require(tokenizer.chars == vocab and len(weights) == 3 + 6 * config.n_layer, 'vocab')
+        sizes = {name: [c] * r for name, (r, c) in param_shapes(len(vocab) + 1, config).items()}
+        ok = sizes == {name: [len(row) for row in m] for name, m in weights.items()} and all(
+            type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf or 10**400
+            for m in weights.values() for row in m for x in row)
     except (ValueError, RecursionError, TypeError, KeyError, InputError):
         ok = False   # not UTF-8, not JSON, nested thousands deep, or not the shape it says
     require(ok, f"{path} is damaged or edited: it is not a usable microgpt checkpoint")
-    for name in MODEL_SHAPE:
-        require(given.get(name, shape[name]) == shape[name],
-                f"{flag(name)} {given.get(name)} does not match {path}'s {name} {shape[name]}")
+    clash = [flag(name) for name in given if name in ('input', 'steps', 'learning_rate', 'save')
+             or name in MODEL_SHAPE and given[name] != shape[name]]
+    require(not clash, f"--load takes the model from {path} as it is; drop {', '.join(clash)}")
     check_run(config, tokenizer, 0)
-    state_dict = {name: [[Value(float(x)) for x in row] for row in matrix]
-                  for name, matrix in weights.items()}
+    state_dict = {name: [[Value(float(x)) for x in r] for r in m] for name, m in weights.items()}
     return state_dict, tokenizer, config
 
 
@@ -567,11 +539,7 @@ def one_line_errors():
     On the command line it then exits (status 2); a notebook or `python3 -i` carries on."""
     if hasattr(sys.stdout, 'reconfigure'):   # a console that cannot show a character shows '?'
         sys.stdout.reconfigure(errors='replace')
-    # Training makes millions of Values. They hold no reference cycles, so on CPython reference
-    # counting frees each step's graph, and the cycle collector, which would keep rescanning all
-    # of them, can be off: ~25% faster. (PyPy has no reference counting: Progress collects.)
-    gc_was_enabled, status = gc.isenabled(), 0
-    gc.disable()
+    status = 0
     try:
         yield
     except BrokenPipeError:   # e.g. `python3 microgpt.py | head`: the reader has gone
@@ -581,14 +549,10 @@ def one_line_errors():
         print("\nmicrogpt: interrupted", file=sys.stderr)
         status = 130
     except (InputError, OSError, UnicodeDecodeError, OverflowError, MemoryError) as e:
-        explain = {UnicodeDecodeError: f"the input is not UTF-8 text ({e})",
-                   OverflowError: "a number grew past the largest float; try a smaller --lr",
-                   MemoryError: "out of memory: try a smaller model"}
-        print(f"microgpt: error: {explain.get(type(e), e)}", file=sys.stderr)
+        hint = {OverflowError: "a number grew past the largest float: try a smaller --lr",
+                MemoryError: "out of memory: try a smaller model"}.get(type(e), e)
+        print(f"microgpt: error: {hint}", file=sys.stderr)
         status = 2
-    finally:
-        if gc_was_enabled:
-            gc.enable()
     if status and not (sys.flags.inspect or 'IPython' in sys.modules):
         sys.exit(status)
 
@@ -599,7 +563,6 @@ if __name__ == '__main__':
         config, given = parse_args()
         if config.load:   # a trained model from disk: straight to the samples
             state_dict, tokenizer, config = load_checkpoint(config.load, config, given)
-            print(f"loaded {config.load}: {len(flat_params(state_dict))} params")
         else:
             docs = load_docs(find_input(config.input))
             require(docs, f"{config.input} holds no documents: every line is blank")
@@ -607,11 +570,10 @@ if __name__ == '__main__':
             rng.shuffle(docs)
             n_val = len(docs) // 10   # hold out 10% to measure how well the model generalises
             val_docs, train_docs = docs[:n_val], docs[n_val:]
-            print(f"num docs: {len(docs)}")
+            print(f"num docs: {len(docs)} ({n_val} held out for validation)")
             tokenizer = Tokenizer(''.join(docs))
             print(f"vocab size: {tokenizer.vocab_size}")
-            print(f"validation: {n_val} of {len(docs)} docs held out, training on {len(train_docs)}")
-            too_long = sum(len(doc) + 1 > config.block_size for doc in train_docs)   # BOS + doc + BOS
+            too_long = sum(len(doc) + 1 > config.block_size for doc in train_docs)   # (+ 2 BOS)
             if too_long:
                 print(f"note: {too_long} training docs exceed block_size: only their start is seen")
             n_params = sum(r * c for r, c in param_shapes(tokenizer.vocab_size, config).values())
@@ -619,20 +581,15 @@ if __name__ == '__main__':
             check_run(config, tokenizer, n_params)
             state_dict = init_params(tokenizer.vocab_size, config, rng)
 
-            start = time.perf_counter()
             with Progress(config, tokenizer.vocab_size) as progress:
                 losses = train(train_docs, tokenizer, state_dict, config, progress.log)
-            seconds = time.perf_counter() - start
-            print(f"training took {seconds:.1f} s ({1000 * seconds / max(1, len(losses)):.1f} ms/step)")
             print(f"loss curve: {sparkline(losses)}" if losses else "loss curve: no steps taken")
-            trained_on = [train_docs[s % len(train_docs)]   # the last 100 documents trained on
-                          for s in range(max(0, len(losses) - 100), len(losses))]
-            print(loss_report(trained_on, val_docs[:100], tokenizer, state_dict, config))
+            print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
             if config.save:
                 save_checkpoint(config.save, config, tokenizer, state_dict)
                 print(f"saved the model to {config.save}")
 
         print("--- samples ---")
         rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
-        for i in range(config.num_samples):
-            print(f"sample {i + 1:2d}: {generate(state_dict, tokenizer, config, rng, config.prompt)}")
+        for i in range(1, config.num_samples + 1):
+            print(f"sample {i:2d}:", generate(state_dict, tokenizer, config, rng, config.prompt))
