@@ -1,13 +1,21 @@
-"""Benchmark microgpt: milliseconds per training step, per trained token and per sampled token,
-and peak memory, for the default model and a few larger ones.
+"""Benchmark microgpt.
 
-    python3 scripts/bench.py                 # every size, median of 5 runs each
+Two measurements:
+
+    python3 scripts/bench.py                        # per model size: ms per training step,
+                                                    # per trained token, per sampled token, peak MB
     python3 scripts/bench.py --repeats 3 --sizes default
-    pypy3 scripts/bench.py                   # the same on PyPy
+    python3 scripts/bench.py --against OLD.py       # the whole default run, side by side with
+                                                    # another version of microgpt.py
+    pypy3 scripts/bench.py ...                      # the same on PyPy
 
-Each size runs in its own process, so that its peak memory (the process's maximum resident set
-size) is its own. Training steps use the documents of input.txt in the order training would.
-Peak memory comes from the `resource` module, which exists on Linux and macOS only.
+The per-size measurement runs each size in its own process, so that its peak memory (the
+process's maximum resident set size) is its own; steps use the documents of input.txt in the
+order training would. The side-by-side measurement runs `python microgpt.py` (no flags) for this
+version and for OLD.py in turn, alternating them so that a machine that speeds up or slows down
+affects both alike, and reports the median wall time of each, its spread, the ratio of the
+medians and each run's peak memory. It also checks that both versions print the same step losses
+and samples. Peak memory comes from the `resource` module and `os.wait4`: Linux and macOS only.
 """
 import argparse
 import gc
@@ -15,6 +23,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import statistics
 import subprocess
@@ -22,8 +31,7 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-import microgpt  # noqa: E402
+SCRIPT = os.path.join(ROOT, 'microgpt.py')
 
 SIZES = {  # name: (n_layer, n_embd, n_head, block_size, training steps per timed run)
     'default': (1, 16, 4, 16, 100),
@@ -36,6 +44,8 @@ SIZES = {  # name: (n_layer, n_embd, n_head, block_size, training steps per time
 
 def measure(size, repeats):
     """Time one model size in this process; returns a dict of medians."""
+    sys.path.insert(0, ROOT)
+    import microgpt
     n_layer, n_embd, n_head, block_size, steps = SIZES[size]
     config = microgpt.Config(n_layer=n_layer, n_embd=n_embd, n_head=n_head, block_size=block_size)
     docs = microgpt.load_docs(os.path.join(ROOT, 'input.txt'))
@@ -44,7 +54,7 @@ def measure(size, repeats):
     tokenizer = microgpt.Tokenizer(''.join(docs))
     state_dict = microgpt.init_params(tokenizer.vocab_size, config, rng)
     optimizer = microgpt.Adam(microgpt.flat_params(state_dict))
-    gc.disable()   # as microgpt.run() does
+    gc.disable()   # as microgpt's Progress does while training
     step_ms, token_ms, sample_ms = [], [], []
     next_doc = 0
     for _ in range(repeats + 1):   # the first run only warms up
@@ -65,7 +75,7 @@ def measure(size, repeats):
         while sampled < 100:
             sampled += len(microgpt.generate(state_dict, tokenizer, config, sample_rng)) + 1
         sample_ms.append(1000 * (time.perf_counter() - start) / sampled)
-        gc.collect()   # as train() does every 100 steps (PyPy's own collector lets garbage pile up)
+        gc.collect()   # (PyPy's collector lets garbage pile up while it is disabled)
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss   # kilobytes on Linux
     return {'size': size, 'params': len(optimizer.params), 'ms_per_step': statistics.median(step_ms[1:]),
             'ms_per_train_token': statistics.median(token_ms[1:]),
@@ -83,12 +93,59 @@ def cpu_name():
     return platform.processor() or 'an unknown CPU'
 
 
+def run_once(script):
+    """Run `python script` (the default lesson) from the repository root; returns
+    (wall seconds, peak resident MB, the lines that do not depend on timing)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, script], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, encoding='utf-8')
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)   # (so Popen knows the child is gone)
+    if proc.returncode != 0:
+        sys.exit(f"bench: {script} exited with status {proc.returncode}")
+    kept = [re.sub(r' \| eta \d+ s', '', line) for line in out.splitlines()
+            if line.startswith(('step', 'sample'))]
+    return seconds, usage.ru_maxrss / 1024, kept
+
+
+def side_by_side(against, runs):
+    """The whole default run of this microgpt.py against another version, alternating."""
+    print(f"{platform.python_implementation()} {platform.python_version()} on {cpu_name()}, "
+          f"{os.cpu_count()} cores: `{os.path.basename(sys.executable)} microgpt.py`, "
+          f"{runs} runs each, alternating")
+    results = {SCRIPT: [], against: []}
+    outputs = {}
+    for _ in range(runs):
+        for script in (against, SCRIPT):
+            seconds, peak_mb, kept = run_once(script)
+            results[script].append((seconds, peak_mb))
+            outputs[script] = kept
+            print(f"  {os.path.relpath(script, ROOT):40s} {seconds:6.2f} s  {peak_mb:6.0f} MB", flush=True)
+    medians = {}
+    for script, rows in results.items():
+        times = sorted(t for t, _ in rows)
+        medians[script] = statistics.median(times)
+        print(f"{os.path.relpath(script, ROOT):40s} median {medians[script]:.2f} s "
+              f"(min {times[0]:.2f}, max {times[-1]:.2f}), peak {max(m for _, m in rows):.0f} MB")
+    print(f"ratio (this / other): {medians[SCRIPT] / medians[against]:.3f}")
+    same = outputs[SCRIPT] == outputs[against]
+    print("step losses and samples: " + ("identical" if same else "DIFFERENT"))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=5, help='timed runs per size (median reported)')
     parser.add_argument('--sizes', default=','.join(SIZES), help='comma-separated: ' + ', '.join(SIZES))
+    parser.add_argument('--against', metavar='OLD.py',
+                        help='time the whole default run side by side with this other microgpt.py')
+    parser.add_argument('--runs', type=int, default=5, help='runs of each version with --against')
     parser.add_argument('--one', help=argparse.SUPPRESS)   # internal: measure one size, print JSON
     args = parser.parse_args()
+    if args.against:
+        side_by_side(os.path.abspath(args.against), args.runs)
+        return
     if args.one:
         print(json.dumps(measure(args.one, args.repeats)))
         return
