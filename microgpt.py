@@ -76,14 +76,15 @@ class Value:
     derivatives together: reverse-mode automatic differentiation, as PyTorch and JAX do it.
     """
     __slots__ = ('data', 'grad', '_children', '_local_grads')
-    tape = []   # every computed Value since the last backward(), in the order they were made
+    tape = []   # every computed Value, in the order made; train() clears it after each step
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself, computed on the forward pass
         self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
         self._children = children         # the Values this one was computed from
         self._local_grads = local_grads   # d(this)/d(child), one per child
-        Value.tape.append(self)           # (a weight, with no children, replays as a no-op)
+        if children:                      # (a weight or other input has nothing to replay)
+            Value.tape.append(self)
 
     def __repr__(self):   # what a notebook shows for print(loss)
         return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
@@ -122,18 +123,20 @@ class Value:
     __radd__ = __add__   # a plain number on the left: 0 + a is a + 0 (sum() starts with 0 + a)
 
     def backward(self):
-        """Fill in .grad of every Value on the tape: d(self)/d(that Value), by the chain rule.
-        Each Value was recorded after the Values it was computed from, so newest-first is an order
-        in which every gradient is complete before it is passed on: no graph search, no sort."""
+        """Fill in .grad of every Value self was computed from: d(self)/d(that Value). Each Value
+        is on the tape after the Values it was computed from, so newest-first is an order in which
+        every gradient is complete before it is passed on: no graph search, no sort. Computed
+        Values start again from 0; inputs (the weights) add up, as in PyTorch, until reset."""
         if self._children and self not in Value.tape:
-            raise RuntimeError("backward() has already used this graph's tape: compute it again")
+            raise RuntimeError("this Value's graph is no longer on the tape: compute it again")
+        for node in Value.tape:
+            node.grad = 0.0
         self.grad = 1.0
         for node in reversed(Value.tape):
             node_grad = node.grad
             if node_grad:   # (zero for Values off self's path: they have nothing to pass on)
                 for child, local_grad in zip(node._children, node._local_grads):
                     child.grad += local_grad * node_grad
-        Value.tape.clear()   # the graph is used up; the next one starts a new tape
 
 
 def dot(a, b):
@@ -311,6 +314,7 @@ def train(docs, tokenizer, state_dict, config, log=None):
         loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
         loss.backward()                                    # backward: d(loss)/d(every weight)
         optimizer.step(config.learning_rate * (1 - step / config.steps))   # update; lr decays to 0
+        Value.tape.clear()                                 # this step's graph is done with
         losses.append(loss.data)
         if log and log(step + 1, loss.data):
             break
