@@ -391,18 +391,17 @@ def parse_args():
 
 def check_config(config):
     for name, low in (('n_layer', 1), ('n_embd', 1), ('n_head', 1), ('block_size', 1),
-                      ('steps', 0), ('num_samples', 0), ('learning_rate', 0), ('temperature', 0)):
+                      ('steps', 0), ('num_samples', 0), ('learning_rate', 0)):
         require(low <= getattr(config, name) < math.inf, f"{flag(name)} must be finite, >= {low}")
-    require(config.temperature > 0, "--temperature must be above 0: it divides the logits")
+    require(0 < config.temperature < math.inf, "--temperature must be finite and above 0")
     require(config.n_embd % config.n_head == 0, "--n-embd must be a multiple of --n-head")
 
 
 def find_input(path):
     """The file to train on. The default input.txt is also looked for beside this script, so the
     lesson runs from any folder. Only a regular file will do: a pipe or device might never end."""
-    places = [path]
-    if path == Config.input and '__file__' in globals():
-        places.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), path))
+    beside = os.path.join(os.path.dirname(os.path.abspath(globals().get('__file__', path))), path)
+    places = [path] if path != Config.input or beside == os.path.abspath(path) else [path, beside]
     found = [place for place in places if os.path.isfile(place)]
     require(found, f"input file not found (or not a regular file): {' or '.join(places)}")
     return found[0]
@@ -451,6 +450,7 @@ class Progress:
         print("\nCtrl-C: stopping after this step (press again to quit now)", file=sys.stderr)
 
     def log(self, step, loss):
+        stop = self.stop   # read once: a Ctrl-C may arrive while this step is being logged
         self.recent.append(loss)
         mean = sum(self.recent) / len(self.recent)
         # (The test fails for nan too: a loss that is not a number is never below the limit.)
@@ -459,11 +459,11 @@ class Progress:
         line = f"step {step:4d} / {self.steps:4d} | loss {loss:.4f} | eta {eta:.0f} s"
         if sys.stdout.isatty():
             print('\r' + line + '   ', end='', flush=True)   # \r returns to the line's start
-        elif step in (1, self.steps) or step % max(1, self.steps // 10) == 0 or self.stop:
+        elif step in (1, self.steps) or step % max(1, self.steps // 10) == 0 or stop:
             print(line, flush=True)
         if step % 40 == 0:
             gc.collect()   # automatic collection is off while training; PyPy needs it now and then
-        return self.stop
+        return stop
 
 
 def loss_report(train_docs, val_docs, steps, tokenizer, state_dict, config):
@@ -516,6 +516,7 @@ def load_checkpoint(path, config, given):
         with open(path, encoding='utf-8') as f:
             checkpoint = json.load(f)
         weights, shape, vocab = checkpoint['state_dict'], checkpoint['config'], checkpoint['vocab']
+        require(set(shape) == set(MODEL_SHAPE) and {type(n) for n in shape.values()} == {int}, '')
         config, tokenizer = replace(config, **shape), Tokenizer(''.join(vocab))
         check_config(config)   # (its InputError, like any other here, means: not usable)
         require(tokenizer.chars == vocab and len(weights) == 3 + 6 * config.n_layer, 'vocab')
@@ -574,7 +575,8 @@ if __name__ == '__main__':
             print(f"num docs: {len(docs)} ({n_val} held out for validation)")
             tokenizer = Tokenizer(''.join(docs))
             print(f"vocab size: {tokenizer.vocab_size}")
-            too_long = sum(len(doc) + 1 > config.block_size for doc in train_docs)   # (+ 2 BOS)
+            # A doc fits when BOS + doc + BOS is at most block_size + 1 tokens (see doc_tokens).
+            too_long = sum(len(doc) + 1 > config.block_size for doc in train_docs)
             if too_long:
                 print(f"note: {too_long} training docs exceed block_size: only their start is seen")
             n_params = sum(r * c for r, c in param_shapes(tokenizer.vocab_size, config).values())

@@ -1,6 +1,7 @@
-"""Tests for microgpt's model side: softmax, rmsnorm, cross-entropy, the full GPT's gradients,
-the tokenizer, load_docs, Adam, the dot() fast path against plain Value arithmetic, training,
-memory and determinism.
+"""Tests for microgpt's model side: softmax, rmsnorm, the fused cross-entropy, the full GPT's
+gradients and attention weights, the tokenizer, load_docs and find_input, Adam, the fast paths
+(dot, linear, cross_entropy) against plain Value arithmetic, training, the tape around training,
+evaluation and sampling, memory and determinism.
 
 Expected numbers are derived by hand (the derivation is in a comment) or computed independently
 in plain floats; gradients are checked against central finite differences.
@@ -55,6 +56,38 @@ def assert_grads_match(test, leaves, f, xs):
         test.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
 
 
+def new_kv_cache(config):
+    """What document_loss and generate start from: per layer, (keys, values, attention)."""
+    return [([], [], []) for _ in range(config.n_layer)]
+
+
+def value_log(x):
+    """ln x as a Value node, for building composites: microgpt itself has no log(), as its one
+    use, the cross-entropy, is a fused node. d(ln x)/dx = 1/x."""
+    return Value(math.log(x.data), (x,), (1.0 / x.data,))
+
+
+def composite_cross_entropy(logits, target):
+    """-log softmax(logits)[target] = logsumexp(logits) - logits[target], built from Value ops:
+    max subtracted as a constant (which changes neither value nor gradient), exp, +, log, -."""
+    composite_cross_entropy.calls += 1
+    top = max(x.data for x in logits)
+    return value_log(sum((x - top).exp() for x in logits)) + top - logits[target]
+
+
+composite_cross_entropy.calls = 0
+
+
+class TapeTestCase(unittest.TestCase):
+    """Each test starts and ends with an empty tape. backward() no longer empties it (only train()
+    does), so without this the graphs of earlier tests would stay on it: kept alive, zeroed and
+    replayed by every later backward(), and seen by tests that look at the tape."""
+
+    def setUp(self):
+        Value.tape.clear()
+        self.addCleanup(Value.tape.clear)
+
+
 def float_softmax(xs):
     top = max(xs)
     exps = [math.exp(x - top) for x in xs]
@@ -63,7 +96,7 @@ def float_softmax(xs):
 
 
 # %% softmax, rmsnorm, cross_entropy
-class TestSoftmax(unittest.TestCase):
+class TestSoftmax(TapeTestCase):
     def test_hand_values(self):
         # exp(0), exp(ln 2), exp(ln 3) = 1, 2, 3 -> 1/6, 2/6, 3/6
         probs = microgpt.softmax([Value(0.0), Value(math.log(2)), Value(math.log(3))])
@@ -98,12 +131,62 @@ class TestSoftmax(unittest.TestCase):
         ws = [rng.uniform(-1, 1) for _ in range(5)]
         f = lambda v: sum(w * p for w, p in zip(ws, float_softmax(v)))  # noqa: E731
         leaves = [Value(x) for x in xs]
-        out = sum(w * p for w, p in zip(ws, microgpt.softmax(leaves)))
+        out = sum(p * w for w, p in zip(ws, microgpt.softmax(leaves)))
+        out.backward()
+        assert_grads_match(self, leaves, f, xs)
+
+    def test_one_reciprocal_shared_by_all(self):
+        # softmax of n Values adds 4n + 1 nodes: n of x - top (top is a plain number, so one node
+        # each), n exp, n for sum() (0 + e0, then + e1, ...), ONE total ** -1, and n products.
+        # Dividing each e by the total instead would take 5n: a reciprocal per output.
+        for n in (1, 3, 27):
+            logits = [Value(float(i)) for i in range(n)]   # leaves: not on the tape
+            start = len(Value.tape)
+            probs = microgpt.softmax(logits)
+            self.assertEqual(len(Value.tape) - start, 4 * n + 1, n)
+            self.assertEqual(len(probs), n)
+
+
+class TestLinear(TapeTestCase):
+    def test_hand_values_and_gradients(self):
+        # w = [[1, 2], [3, -1], [0.5, 0]], x = [4, -2]:
+        #   y = w @ x = [1*4 + 2*(-2), 3*4 + (-1)*(-2), 0.5*4 + 0*(-2)] = [0, 14, 2]
+        # L = 1*y0 + 2*y1 - 1*y2 = 26:  dL/dw[r][j] = c_r x_j with c = (1, 2, -1),
+        #   dL/dx_j = sum_r c_r w[r][j] = (1 + 6 - 0.5, 2 - 2 - 0) = (6.5, 0)
+        w = [[Value(a) for a in row] for row in ((1.0, 2.0), (3.0, -1.0), (0.5, 0.0))]
+        x = [Value(4.0), Value(-2.0)]
+        start = len(Value.tape)
+        y = microgpt.linear(x, w)
+        self.assertEqual(len(Value.tape) - start, 3)   # one node per row of w
+        for row, node in zip(w, y):
+            self.assertTrue(all(a is b for a, b in zip(node._children, row + x)))
+        self.assertEqual([v.data for v in y], [0.0, 14.0, 2.0])
+        loss = y[0] + y[1] * 2 - y[2]
+        loss.backward()
+        self.assertEqual(loss.data, 26.0)
+        self.assertEqual([[p.grad for p in row] for row in w],
+                         [[4.0, -2.0], [8.0, -4.0], [-4.0, 2.0]])
+        self.assertEqual([v.grad for v in x], [6.5, 0.0])
+
+    def test_gradient_against_finite_differences(self):
+        # f = sum_r exp(0.3 * (w @ x)_r): every entry of w and x through a nonlinearity
+        rng = random.Random(14)
+        rows, cols = 3, 4
+        xs = [rng.uniform(-1, 1) for _ in range(rows * cols + cols)]   # w row by row, then x
+
+        def f(v):
+            w, x = [v[r * cols:(r + 1) * cols] for r in range(rows)], v[rows * cols:]
+            return sum(math.exp(0.3 * sum(a * b for a, b in zip(row, x))) for row in w)
+
+        leaves = [Value(v) for v in xs]
+        w = [leaves[r * cols:(r + 1) * cols] for r in range(rows)]
+        out = sum((y * 0.3).exp() for y in microgpt.linear(leaves[rows * cols:], w))
+        self.assertAlmostEqual(out.data, f(xs), delta=1e-12)
         out.backward()
         assert_grads_match(self, leaves, f, xs)
 
 
-class TestRmsnorm(unittest.TestCase):
+class TestRmsnorm(TapeTestCase):
     def test_output_has_unit_rms(self):
         rng = random.Random(8)
         for scale in (0.5, 1.0, 30.0):
@@ -136,13 +219,13 @@ class TestRmsnorm(unittest.TestCase):
             return sum(w * a * s for w, a in zip(ws, v))
 
         leaves = [Value(x) for x in xs]
-        out = sum(w * y for w, y in zip(ws, microgpt.rmsnorm(leaves)))
+        out = sum(y * w for w, y in zip(ws, microgpt.rmsnorm(leaves)))
         self.assertAlmostEqual(out.data, f(xs), delta=1e-12)
         out.backward()
         assert_grads_match(self, leaves, f, xs)
 
 
-class TestCrossEntropy(unittest.TestCase):
+class TestCrossEntropy(TapeTestCase):
     def test_equals_minus_log_softmax(self):
         logits = [0.5, -1.0, 2.0, 0.0]
         for target in range(4):
@@ -170,6 +253,41 @@ class TestCrossEntropy(unittest.TestCase):
             onehot = [1.0 if i == target else 0.0 for i in range(3)]
             self.assertEqual([v.grad for v in leaves], [p - o for p, o in zip([0.0, 0.0, 1.0], onehot)])
 
+    def test_is_one_node_over_the_logits(self):
+        # Fused, like dot(): the whole loss is a single node whose children are the logits, and
+        # whose local gradients are softmax - one_hot (checked by hand below).
+        leaves = [Value(x) for x in (0.5, -1.0, 2.0, 0.0)]
+        start = len(Value.tape)
+        loss = microgpt.cross_entropy(leaves, 2)
+        self.assertEqual(len(Value.tape) - start, 1)
+        self.assertIs(Value.tape[-1], loss)
+        self.assertEqual(len(loss._children), 4)
+        self.assertTrue(all(c is v for c, v in zip(loss._children, leaves)))
+
+    def test_matches_a_composite_of_value_operations(self):
+        # The same loss built node by node (exp, sum, log, -) must agree in value and gradient.
+        rng = random.Random(12)
+        for n in (2, 5, 27):
+            xs = [rng.gauss(0, 3) for _ in range(n)]
+            target = rng.randrange(n)
+            fused, composite = [Value(x) for x in xs], [Value(x) for x in xs]
+            a = microgpt.cross_entropy(fused, target)
+            (a * 0.5).backward()   # through one more node: each local gradient times 0.5
+            b = composite_cross_entropy(composite, target)   # (a's graph stays on the tape)
+            (b * 0.5).backward()
+            self.assertAlmostEqual(a.data, b.data, delta=1e-12)
+            for u, v in zip(fused, composite):
+                self.assertAlmostEqual(u.grad, v.grad, delta=1e-14)
+
+    def test_equal_huge_logits(self):
+        # n equal logits, however large: p = 1/n, loss = ln n, gradient 1/n - one_hot.
+        # (exp(1000) alone overflows; e^0 = 1 after subtracting the max.)
+        leaves = [Value(1000.0) for _ in range(4)]
+        loss = microgpt.cross_entropy(leaves, 1)
+        self.assertAlmostEqual(loss.data, math.log(4), delta=1e-12)
+        loss.backward()
+        self.assertEqual([v.grad for v in leaves], [0.25, -0.75, 0.25, 0.25])
+
     def test_gradient_is_softmax_minus_onehot(self):
         # loss = ln(sum_j e^x_j) - x_t  =>  d loss / d x_i = e^x_i / sum_j e^x_j - [i == t]
         logits = [0.5, -1.0, 2.0]
@@ -185,10 +303,26 @@ class TestCrossEntropy(unittest.TestCase):
                 f = lambda v: math.log(sum(math.exp(x) for x in v)) - v[target]  # noqa: E731
                 self.assertAlmostEqual(leaf.grad, central_difference(f, logits, i), delta=1e-8)
 
+    def test_gradient_against_finite_differences_at_random_points(self):
+        # d/dx_i of ln(sum_j e^x_j) - x_t, by central differences of the float formula.
+        rng = random.Random(13)
+        for _ in range(5):
+            n = rng.randrange(2, 8)
+            xs = [rng.gauss(0, 2) for _ in range(n)]
+            target = rng.randrange(n)
+            f = lambda v: math.log(sum(math.exp(x) for x in v)) - v[target]  # noqa: E731
+            leaves = [Value(x) for x in xs]
+            loss = microgpt.cross_entropy(leaves, target)
+            self.assertAlmostEqual(loss.data, f(xs), delta=1e-12)
+            loss.backward()
+            assert_grads_match(self, leaves, f, xs)
+
 
 # %% The full model
-def float_forward(tokens, state_dict, config):
-    """An independent plain-float GPT forward pass: the logits at every input position."""
+def float_forward(tokens, state_dict, config, attention=None):
+    """An independent plain-float GPT forward pass: the logits at every input position. If a
+    list is given as `attention`, per layer, it receives each head's attention weights in order:
+    for each position, for each head."""
     W = {name: [[p.data for p in row] for row in m] for name, m in state_dict.items()}
     hd = config.n_embd // config.n_head
 
@@ -215,6 +349,8 @@ def float_forward(tokens, state_dict, config):
                 lo, hi = h * hd, (h + 1) * hd
                 scores = [sum(q[j] * kt[j] for j in range(lo, hi)) / math.sqrt(hd) for kt in keys[i]]
                 w = float_softmax(scores)
+                if attention is not None:
+                    attention[i].append(w)
                 heads += [sum(w[t] * vals[i][t][j] for t in range(len(w))) for j in range(lo, hi)]
             x = [a + b for a, b in zip(lin(heads, W[f'layer{i}.attn.wo']), res)]
             res = x
@@ -225,7 +361,7 @@ def float_forward(tokens, state_dict, config):
     return out
 
 
-class TestModel(unittest.TestCase):
+class TestModel(TapeTestCase):
     def test_param_shapes(self):
         config, tok, sd = tiny_model()
         e, v = 8, tok.vocab_size
@@ -242,14 +378,14 @@ class TestModel(unittest.TestCase):
     def test_forward_matches_plain_float_reference(self):
         config, tok, sd = tiny_model(seed=4)
         tokens = [tok.bos, 0, 1, 2, 0, tok.bos]
-        kv = microgpt.new_kv_cache(config)
+        kv = new_kv_cache(config)
         expected = float_forward(tokens[:-1], sd, config)
         for pos, tok_id in enumerate(tokens[:-1]):
             logits = microgpt.gpt(tok_id, pos, kv, sd, config)
             self.assertEqual(len(logits), tok.vocab_size)
             for a, b in zip(logits, expected[pos]):
                 self.assertAlmostEqual(a.data, b, delta=1e-12)
-        self.assertEqual([len(keys) for keys, _ in kv], [5, 5])
+        self.assertEqual([(len(keys), len(values)) for keys, values, _ in kv], [(5, 5), (5, 5)])
         # document_loss is the mean over positions of -log softmax(logits)[next token]
         losses = [-math.log(float_softmax(lg)[nxt]) for lg, nxt in zip(expected, tokens[1:])]
         loss = microgpt.document_loss(tokens, sd, config)
@@ -261,7 +397,7 @@ class TestModel(unittest.TestCase):
         config, tok, sd = tiny_model(seed=5)
 
         def logits_of(tokens):
-            kv = microgpt.new_kv_cache(config)
+            kv = new_kv_cache(config)
             return [[v.data for v in microgpt.gpt(t, pos, kv, sd, config)] for pos, t in enumerate(tokens)]
 
         a = logits_of([tok.bos, 0, 1, 2])
@@ -272,6 +408,50 @@ class TestModel(unittest.TestCase):
         self.assertEqual(a[0], c[0])
         self.assertNotEqual(a[2], c[2])
 
+    def test_attention_weights_in_the_cache(self):
+        # After position pos, each layer's attention list holds n_head lists per position so far:
+        # (pos + 1) * n_head. The newest n_head are this position's weights, one per head, over
+        # positions 0..pos: pos + 1 probabilities summing to 1, equal to softmax(q.k / sqrt(4))
+        # recomputed in plain floats (head_dim = 8 // 2 = 4).
+        config, tok, sd = tiny_model(seed=8)
+        tokens = [tok.bos, 2, 0, 3, 1]
+        expected = [[], []]
+        float_forward(tokens, sd, config, attention=expected)
+        kv = new_kv_cache(config)
+        for pos, t in enumerate(tokens):
+            microgpt.gpt(t, pos, kv, sd, config)
+            for i, (_, _, attention) in enumerate(kv):
+                self.assertEqual(len(attention), (pos + 1) * 2)
+                for weights in attention[-2:]:
+                    self.assertEqual(len(weights), pos + 1)
+                    self.assertTrue(all(isinstance(w, Value) for w in weights))
+                    self.assertAlmostEqual(sum(w.data for w in weights), 1.0, delta=1e-12)
+        for i, (_, _, attention) in enumerate(kv):
+            self.assertEqual(len(attention), len(expected[i]))
+            for got, want in zip(attention, expected[i]):
+                self.assertEqual(len(got), len(want))
+                for a, b in zip(got, want):
+                    self.assertAlmostEqual(a.data, b, delta=1e-12)
+        # and they are not trivially uniform: the check above could tell them apart
+        self.assertGreater(max(abs(w.data - 1 / len(ws)) for ws in kv[0][2] for w in ws), 1e-3)
+
+    def test_zero_queries_attend_uniformly(self):
+        # Layer 0's wq = 0 -> q = 0 -> every score q.k / sqrt(head_dim) is 0 -> softmax of pos + 1
+        # equal scores is 1 / (pos + 1) each, in every head.
+        config, tok, sd = tiny_model(seed=9, n_layer=1)
+        for row in sd['layer0.attn.wq']:
+            for p in row:
+                p.data = 0.0
+        kv = new_kv_cache(config)
+        for pos, t in enumerate([tok.bos, 0, 1, 2]):
+            microgpt.gpt(t, pos, kv, sd, config)
+        weights = [[w.data for w in ws] for ws in kv[0][2]]
+        self.assertEqual(len(weights), 4 * 2)
+        for pos in range(4):
+            for h in range(2):
+                for w in weights[pos * 2 + h]:
+                    self.assertAlmostEqual(w, 1 / (pos + 1), delta=1e-15)
+
     def test_zero_lm_head_gives_log_vocab_loss(self):
         # lm_head = 0 -> every logit is 0 -> softmax is uniform -> every position's loss is ln V
         config, tok, sd = tiny_model(seed=6)
@@ -280,6 +460,20 @@ class TestModel(unittest.TestCase):
                 p.data = 0.0
         loss = microgpt.document_loss([tok.bos, 1, 2, tok.bos], sd, config)
         self.assertAlmostEqual(loss.data, math.log(tok.vocab_size), delta=1e-12)
+
+    def test_evaluate_is_the_mean_loss_per_token(self):
+        # evaluate() weighs each document by its number of predictions (tokens - 1), unlike a mean
+        # of document means: here 'ab' has 3 predictions, 'cadbcadb' (cut to block_size) 6.
+        config, tok, sd = tiny_model(seed=11)
+        docs = ['ab', 'cadbcadb']
+        total, count = 0.0, 0
+        for doc in docs:
+            tokens = microgpt.doc_tokens(doc, tok, config.block_size)
+            logits = float_forward(tokens[:-1], sd, config)
+            total += sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:]))
+            count += len(tokens) - 1
+        self.assertEqual(count, 3 + 6)
+        self.assertAlmostEqual(microgpt.evaluate(docs, tok, sd, config), total / count, delta=1e-12)
 
     def test_long_document_fits_the_position_table(self):
         # doc_tokens cuts to block_size + 1 tokens, so the model reads positions 0..block_size-1,
@@ -394,20 +588,63 @@ class TestLoadDocs(unittest.TestCase):
         path = self.write(b'a\r\nb\r\n')
         self.assertEqual(microgpt.load_docs(path), ['a', 'b'])
 
-    def test_errors(self):
-        cases = {
-            'missing': os.path.join(self.tmp.name, 'no-such-file.txt'),
-            'directory': self.tmp.name,
-            'empty': self.write(b'', 'empty.txt'),
-            'whitespace only': self.write(b'  \n\t\r\n \n', 'blank.txt'),
-            'bom and blank lines only': self.write(b'\xef\xbb\xbf\n\n', 'bom.txt'),
-            'not utf-8': self.write('café\n'.encode('latin-1'), 'latin1.txt'),
-        }
-        for what, path in cases.items():
-            with self.subTest(what):
-                with self.assertRaises(microgpt.InputError) as ctx:
-                    microgpt.load_docs(path)
-                self.assertIn(path, str(ctx.exception))
+    def test_blank_files_give_no_documents(self):
+        # load_docs only reads: an empty result is the caller's to refuse.
+        for name, data in (('empty.txt', b''), ('blank.txt', b'  \n\t\r\n \n'),
+                           ('bom.txt', b'\xef\xbb\xbf\n\n')):
+            self.assertEqual(microgpt.load_docs(self.write(data, name)), [], name)
+
+    def test_errors_are_the_native_ones(self):
+        with self.assertRaises(FileNotFoundError):
+            microgpt.load_docs(os.path.join(self.tmp.name, 'no-such-file.txt'))
+        with self.assertRaises(OSError) as ctx:   # IsADirectoryError; PermissionError on Windows
+            microgpt.load_docs(self.tmp.name)
+        self.assertIsInstance(ctx.exception, (IsADirectoryError, PermissionError))
+        with self.assertRaises(UnicodeDecodeError):   # 'é' in Latin-1 is the lone byte 0xe9
+            microgpt.load_docs(self.write('café\n'.encode('latin-1'), 'latin1.txt'))
+
+
+class TestFindInput(unittest.TestCase):
+    def setUp(self):
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = tmp.name
+        cwd = os.getcwd()
+        os.chdir(self.dir)   # relative names are looked up here
+        self.addCleanup(os.chdir, cwd)
+
+    def test_a_regular_file_is_returned(self):
+        with open('names.txt', 'w', encoding='utf-8') as f:
+            f.write('ana\n')
+        self.assertEqual(microgpt.find_input('names.txt'), 'names.txt')
+        full = os.path.join(self.dir, 'names.txt')
+        self.assertEqual(microgpt.find_input(full), full)
+
+    def test_missing_file_or_directory_is_an_input_error(self):
+        os.mkdir('folder')
+        for path in ('no-such-file.txt', 'folder', os.path.join(self.dir, 'folder')):
+            with self.assertRaises(microgpt.InputError) as ctx:
+                microgpt.find_input(path)
+            self.assertEqual(str(ctx.exception),
+                             f"input file not found (or not a regular file): {path}")
+
+    def test_default_input_is_also_looked_for_beside_the_script(self):
+        # Here (a fresh folder) there is no input.txt, but there is one beside microgpt.py.
+        beside = os.path.join(os.path.dirname(os.path.abspath(microgpt.__file__)), 'input.txt')
+        self.assertTrue(os.path.isfile(beside))
+        self.assertEqual(microgpt.find_input(microgpt.Config.input), beside)
+        # One in the current folder comes first.
+        with open('input.txt', 'w', encoding='utf-8') as f:
+            f.write('ana\n')
+        self.assertEqual(microgpt.find_input('input.txt'), 'input.txt')
+
+    def test_other_names_are_not_looked_for_beside_the_script(self):
+        # README.md is beside microgpt.py, but only the default name is looked for there.
+        script_dir = os.path.dirname(os.path.abspath(microgpt.__file__))
+        self.assertTrue(os.path.isfile(os.path.join(script_dir, 'README.md')))
+        with self.assertRaises(microgpt.InputError) as ctx:
+            microgpt.find_input('README.md')
+        self.assertTrue(str(ctx.exception).endswith(': README.md'), str(ctx.exception))
 
 
 # %% Optimizer
@@ -477,36 +714,45 @@ atomic_dot.calls = 0
 
 def atomic_linear(x, w):
     """Reference matrix-vector product: one atomic dot product per row."""
+    atomic_linear.calls += 1
     return [atomic_dot(row, x) for row in w]
 
 
+atomic_linear.calls = 0
+
+
 def run_steps(seed, steps, config, tokenizer, docs):
-    """init_params from a seeded rng, then `steps` training steps exactly as train() takes them.
-    Returns the step losses and the final weights. Keeps no graph alive once it returns."""
+    """init_params from a seeded rng, then train() for `steps` steps. Returns the step losses and
+    the final weights. Keeps no graph alive once it returns."""
     state_dict = microgpt.init_params(tokenizer.vocab_size, config, random.Random(seed))
-    optimizer = microgpt.Adam(microgpt.flat_params(state_dict))
-    losses = []
-    for step in range(steps):
-        tokens = microgpt.doc_tokens(docs[step % len(docs)], tokenizer, config.block_size)
-        loss = microgpt.document_loss(tokens, state_dict, config)
-        loss.backward()
-        optimizer.step(config.learning_rate * (1 - step / steps))
-        losses.append(loss.data)
+    losses = microgpt.train(docs, tokenizer, state_dict, dataclasses.replace(config, steps=steps))
     return losses, [p.data for p in microgpt.flat_params(state_dict)]
 
 
-class TestTraining(unittest.TestCase):
+def live_values():
+    return sum(1 for o in gc.get_objects() if type(o) is Value)
+
+
+class TestTraining(TapeTestCase):
     def test_fast_paths_match_atomic_operations(self):
+        # dot() and linear() as plain * and + nodes, cross_entropy() as exp, +, log and - nodes:
+        # the same losses and the same weights after three steps of training.
         config = microgpt.Config(n_layer=2, n_embd=8, n_head=2, block_size=6, learning_rate=0.01)
         tok = microgpt.Tokenizer(''.join(NAMES))
         fast_losses, fast_weights = run_steps(21, 3, config, tok, NAMES)
-        before = atomic_dot.calls
+        calls = atomic_dot.calls, atomic_linear.calls, composite_cross_entropy.calls
         with mock.patch.object(microgpt, 'dot', atomic_dot), \
-                mock.patch.object(microgpt, 'linear', atomic_linear):
+                mock.patch.object(microgpt, 'linear', atomic_linear), \
+                mock.patch.object(microgpt, 'cross_entropy', composite_cross_entropy):
             slow_losses, slow_weights = run_steps(21, 3, config, tok, NAMES)
-        self.assertGreater(atomic_dot.calls - before, 100)   # the patch really took effect
-        self.assertIsNot(microgpt.dot, atomic_dot)   # and was undone
+        # the patches really took effect: one cross-entropy per prediction, and 'ana', 'bob',
+        # 'cara' make 4 + 4 + 5 predictions
+        self.assertGreater(atomic_dot.calls - calls[0], 100)
+        self.assertGreater(atomic_linear.calls - calls[1], 100)
+        self.assertEqual(composite_cross_entropy.calls - calls[2], 13)
+        self.assertIsNot(microgpt.dot, atomic_dot)   # and were undone
         self.assertIsNot(microgpt.linear, atomic_linear)
+        self.assertIsNot(microgpt.cross_entropy, composite_cross_entropy)
         self.assertEqual(len(fast_losses), 3)
         for a, b in zip(fast_losses, slow_losses):
             self.assertAlmostEqual(a, b, delta=1e-9)
@@ -525,57 +771,87 @@ class TestTraining(unittest.TestCase):
         start = microgpt.evaluate(NAMES, tok, state_dict, config)
         # small random weights: the first predictions are close to uniform, loss ~ ln V
         self.assertAlmostEqual(start, math.log(tok.vocab_size), delta=0.2)
+        logged = []
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            losses = microgpt.train(NAMES, [], tok, state_dict, config)
+            losses = microgpt.train(NAMES, tok, state_dict, config,
+                                    lambda step, loss: logged.append((step, loss)))
+        self.assertEqual(out.getvalue(), '')   # train() reports only through log
         self.assertEqual(len(losses), 60)
-        self.assertIn('step   60 /   60', out.getvalue())
+        self.assertEqual(logged, list(zip(range(1, 61), losses)))   # steps count from 1
         first, last = sum(losses[:15]) / 15, sum(losses[-15:]) / 15
         self.assertLess(last, first - 0.5, (first, last))
         end = microgpt.evaluate(NAMES, tok, state_dict, config)
         self.assertLess(end, start - 0.5, (start, end))
 
-    def test_no_graph_outlives_a_training_step(self):
-        # microgpt.run() switches the cycle collector off, relying on reference counting alone to
-        # free each step's graph. So do the same here, and count the live Values: after a step
-        # returns, only the parameters may remain.
-        def live_values():
-            return sum(1 for o in gc.get_objects() if type(o) is Value)
-
-        config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, learning_rate=0.01)
+    def test_log_returning_true_stops_training(self):
+        # Stopping after step 3 of 10 leaves the first 3 steps exactly as a full run takes them
+        # (same documents, same learning rates, which decay over all 10 steps).
+        config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, steps=10)
         tok = microgpt.Tokenizer(''.join(NAMES))
+        full, _ = run_steps(5, 10, config, tok, NAMES)
+        state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(5))
+        steps_logged = []
+
+        def log(step, loss):
+            steps_logged.append(step)
+            return step == 3
+
+        stopped = microgpt.train(NAMES, tok, state_dict, config, log)
+        self.assertEqual(steps_logged, [1, 2, 3])
+        self.assertEqual(stopped, full[:3])
+        self.assertEqual(len(full), 10)
+        # zero steps: nothing logged, nothing learned
+        before = [p.data for p in microgpt.flat_params(state_dict)]
+        no_steps = dataclasses.replace(config, steps=0)
+        self.assertEqual(microgpt.train(NAMES, tok, state_dict, no_steps, log), [])
+        self.assertEqual(steps_logged, [1, 2, 3])
+        self.assertEqual([p.data for p in microgpt.flat_params(state_dict)], before)
+
+    def test_no_graph_outlives_a_training_step(self):
+        # Progress switches the cycle collector off while training (and runs it every 20 steps),
+        # relying on reference counting to free each step's graph. So train inside Progress, and
+        # count the live Values at every step before Progress's own log can collect anything: one
+        # step's graph (kept alive by train()'s `loss` while log runs) plus the parameters, and
+        # the same number every step, as all the documents here are 3 letters long. The tape must
+        # be empty after every step, and after training only the parameters may remain.
+        config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, steps=15,
+                                 learning_rate=0.01)
+        docs = [name for name in NAMES if len(name) == 3]
+        self.assertGreater(len(docs), 15)
+        tok = microgpt.Tokenizer(''.join(docs))
         state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(4))
         n_params = len(microgpt.flat_params(state_dict))
-        optimizer = microgpt.Adam(microgpt.flat_params(state_dict))
-
-        def step(i):
-            tokens = microgpt.doc_tokens(NAMES[i % len(NAMES)], tok, config.block_size)
-            loss = microgpt.document_loss(tokens, state_dict, config)
-            loss.backward()
-            optimizer.step(0.01)
-            return loss.data
-
+        # One step first, so that anything a first step creates once is in the baseline.
+        microgpt.train(docs, tok, state_dict, dataclasses.replace(config, steps=1))
         gc.collect()
+        baseline = live_values()   # the parameters and any Values other tests still hold
         was_enabled = gc.isenabled()
-        gc.disable()
+        counts, tape_lengths, collector_on = [], [], []
         try:
-            baseline = live_values()   # every Value alive, ours included
-            counts = {}
-            for i in range(1, 21):
-                step(i)
-                if i in (5, 20):
-                    counts[i] = live_values()
-            with contextlib.redirect_stdout(io.StringIO()):
-                microgpt.train(NAMES, [], tok, state_dict, dataclasses.replace(config, steps=5))
-            after_train = live_values()
+            with contextlib.redirect_stdout(io.StringIO()), \
+                    microgpt.Progress(config, tok.vocab_size) as progress:
+                def log(step, loss):
+                    counts.append(live_values())
+                    tape_lengths.append(len(Value.tape))
+                    collector_on.append(gc.isenabled())
+                    return progress.log(step, loss)
+
+                losses = microgpt.train(docs, tok, state_dict, config, log)
+            after = live_values()
         finally:
             if was_enabled:
                 gc.enable()
+        self.assertTrue(was_enabled)
+        self.assertTrue(gc.isenabled())   # Progress switched the collector back on
+        self.assertEqual(collector_on, [False] * 15)
+        self.assertEqual(len(losses), 15)
+        self.assertEqual(tape_lengths, [0] * 15)
         self.assertGreater(n_params, 500)
         self.assertGreaterEqual(baseline, n_params)
-        self.assertEqual(counts[5], baseline)
-        self.assertEqual(counts[20], baseline)
-        self.assertEqual(after_train, baseline)
+        self.assertGreater(counts[0], baseline + 500)   # one step's graph: ~900 Values here
+        self.assertEqual(counts, [counts[0]] * 15)
+        self.assertEqual(after, baseline)
 
     def test_same_seed_same_run(self):
         config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, learning_rate=0.01)
@@ -587,7 +863,164 @@ class TestTraining(unittest.TestCase):
         self.assertNotEqual(a[0], c[0])   # a different seed really is a different run
 
 
-class TestScale(unittest.TestCase):
+class TestTapeAroundTheModel(TapeTestCase):
+    """Only computed Values go on the tape, never the weights. evaluate() and generate() drop only
+    their own part of it; train() clears it after each step, earlier graphs included. backward()
+    leaves it as it was: a graph can be backpropagated again (the weights add up), and graphs
+    backpropagated earlier do not leak into later ones. Summed losses backpropagate as one."""
+
+    CONFIG = dict(seed=10, n_layer=1, n_embd=8, n_head=2, block_size=8, chars='abcdeo')
+
+    def grads(self, state_dict):
+        return [p.grad for p in microgpt.flat_params(state_dict)]
+
+    def test_evaluate_and_generate_keep_an_earlier_graph(self):
+        # Two copies of the same model: the first backpropagates its loss straight away, the
+        # second runs evaluate() and generate() between building its loss and backward(). Same
+        # graph, same tape order, so the same gradients, exactly.
+        config, tok, sd_a = tiny_model(**self.CONFIG)
+        tokens = microgpt.doc_tokens('abode', tok, config.block_size)
+        loss_a = microgpt.document_loss(tokens, sd_a, config)
+        loss_a.backward()
+        expected = self.grads(sd_a)
+        self.assertGreater(sum(g != 0.0 for g in expected), 100)
+
+        _, _, sd_b = tiny_model(**self.CONFIG)
+        loss_b = microgpt.document_loss(tokens, sd_b, config)
+        before = len(Value.tape)
+        self.assertIs(Value.tape[-1], loss_b)
+        microgpt.evaluate(['cab', 'deed', 'bead'], tok, sd_b, config)
+        self.assertEqual(len(Value.tape), before)
+        rng = random.Random(0)
+        for prompt in ('', 'b', 'dec'):
+            sample = microgpt.generate(sd_b, tok, config, rng, prompt)
+            self.assertTrue(sample.startswith(prompt), (prompt, sample))
+            self.assertEqual(len(Value.tape), before)
+        self.assertIs(Value.tape[-1], loss_b)
+        self.assertEqual(self.grads(sd_b), [0.0] * len(expected))   # nothing backpropagated yet
+        loss_b.backward()
+        self.assertEqual(loss_b.data, loss_a.data)
+        self.assertEqual(self.grads(sd_b), expected)
+
+    def test_exact_gradients_after_training_evaluating_and_sampling(self):
+        config, tok, sd = tiny_model(**self.CONFIG)
+        microgpt.train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
+        self.assertEqual(Value.tape, [])   # train() cleared it after its last step
+        microgpt.evaluate(['abode'], tok, sd, config)
+        microgpt.generate(sd, tok, config, random.Random(1), 'a')
+        self.assertEqual(Value.tape, [])
+        # out = a*b + exp(c) at a = 1.5, b = -2, c = 0: d/da = b = -2, d/db = a = 1.5,
+        # d/dc = e^0 = 1, exactly
+        a, b, c = Value(1.5), Value(-2.0), Value(0.0)
+        out = a * b + c.exp()
+        out.backward()
+        self.assertEqual((out.data, a.grad, b.grad, c.grad), (-2.0, -2.0, 1.5, 1.0))
+        self.assertEqual(len(Value.tape), 3)   # a * b, exp(c), the sum: backward() keeps them
+        self.assertIs(Value.tape[-1], out)
+
+    def test_only_computed_values_are_on_the_tape(self):
+        # init_params makes leaves only, so the tape stays empty; a document's loss puts its
+        # computed Values on it, the loss last, and never a weight.
+        config, tok, sd = tiny_model(**self.CONFIG)
+        self.assertEqual(Value.tape, [])
+        tokens = microgpt.doc_tokens('cab', tok, config.block_size)
+        loss = microgpt.document_loss(tokens, sd, config)
+        self.assertGreater(len(Value.tape), 500)
+        self.assertIs(Value.tape[-1], loss)
+        self.assertTrue(all(node._children for node in Value.tape))
+        on_tape = {id(node) for node in Value.tape}
+        self.assertFalse(any(id(p) in on_tape for p in microgpt.flat_params(sd)))
+
+    def test_train_clears_the_tape_including_an_earlier_graph(self):
+        # A loss built before train() is gone from the tape afterwards: backward() on it raises,
+        # and adds nothing to the weights (Adam's last step reset their grads to 0). Computing it
+        # again gives a loss that backpropagates, and that the two steps have lowered: the first
+        # step trained on this very document.
+        config, tok, sd = tiny_model(**self.CONFIG)
+        tokens = microgpt.doc_tokens('abode', tok, config.block_size)
+        early = microgpt.document_loss(tokens, sd, config)
+        self.assertIs(Value.tape[-1], early)
+        microgpt.train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
+        self.assertEqual(Value.tape, [])
+        with self.assertRaisesRegex(RuntimeError, 'no longer on the tape'):
+            early.backward()
+        n = len(microgpt.flat_params(sd))
+        self.assertEqual(self.grads(sd), [0.0] * n)
+        again = microgpt.document_loss(tokens, sd, config)
+        again.backward()
+        self.assertGreater(sum(g != 0.0 for g in self.grads(sd)), 100)
+        self.assertLess(again.data, early.data)
+
+    def test_a_backpropagated_graph_left_on_the_tape_does_not_leak_into_training(self):
+        # A graph backpropagated before train() is still on the tape when train()'s first
+        # backward() replays it, but its Values start again from 0 and pass nothing on. So, with
+        # the weights' grads reset (as Adam.step() leaves them), training goes exactly as from an
+        # empty tape: same losses, same weights.
+        docs, steps = ['abode', 'cab'], dict(steps=2)
+        config, tok, sd_a = tiny_model(**self.CONFIG, **steps)
+        deed = microgpt.doc_tokens('deed', tok, config.block_size)
+        microgpt.document_loss(deed, sd_a, config).backward()
+        self.assertGreater(len(Value.tape), 500)
+        for p in microgpt.flat_params(sd_a):
+            p.grad = 0.0
+        losses_a = microgpt.train(docs, tok, sd_a, config)
+        _, _, sd_b = tiny_model(**self.CONFIG, **steps)
+        losses_b = microgpt.train(docs, tok, sd_b, config)
+        weights = [p.data for p in microgpt.flat_params(sd_b)]
+        self.assertEqual(losses_a, losses_b)
+        self.assertEqual([p.data for p in microgpt.flat_params(sd_a)], weights)
+        # Without that reset, the weights' grads from 'deed' add into the first step, as in
+        # PyTorch: same first loss (the forward pass does not read .grad), different weights.
+        _, _, sd_c = tiny_model(**self.CONFIG, **steps)
+        microgpt.document_loss(deed, sd_c, config).backward()
+        losses_c = microgpt.train(docs, tok, sd_c, config)
+        self.assertEqual(losses_c[0], losses_b[0])
+        self.assertGreater(max(abs(p.data - w)
+                               for p, w in zip(microgpt.flat_params(sd_c), weights)), 1e-4)
+
+    def test_backward_twice_on_a_model_loss(self):
+        # The weights add the gradient up: twice what one call gives them (to rounding, as the
+        # second call adds each contribution onto the first call's sum). Every computed Value gets
+        # the same gradient again, exactly: it starts from 0 and the replay is the same.
+        config, tok, sd = tiny_model(**self.CONFIG)
+        loss = microgpt.document_loss(microgpt.doc_tokens('abode', tok, config.block_size), sd,
+                                      config)
+        loss.backward()
+        once, nodes_once = self.grads(sd), [node.grad for node in Value.tape]
+        self.assertGreater(sum(g != 0.0 for g in once), 100)
+        self.assertGreater(sum(g != 0.0 for g in nodes_once), 100)
+        loss.backward()
+        self.assertEqual([node.grad for node in Value.tape], nodes_once)
+        twice = self.grads(sd)
+        for g1, g2 in zip(once, twice):
+            self.assertTrue(close(g2, 2 * g1, 1e-15, 1e-12), (g1, g2))
+            self.assertEqual(g2 == 0.0, g1 == 0.0)   # weights off the loss's path stay at 0
+
+    def test_summed_document_losses_give_summed_gradients(self):
+        # Batching: backward() of loss1 + loss2 gives each weight the sum of the gradients that
+        # separate backward() calls give it (equal up to the order of the float additions).
+        config, tok, sd_a = tiny_model(**self.CONFIG)
+        docs = [microgpt.doc_tokens(d, tok, config.block_size) for d in ('abode', 'cab')]
+        total = sum(microgpt.document_loss(t, sd_a, config) for t in docs)
+        total.backward()
+        _, _, sd_b = tiny_model(**self.CONFIG)
+        separate = []
+        for t in docs:
+            loss = microgpt.document_loss(t, sd_b, config)
+            loss.backward()
+            separate.append(loss.data)
+        self.assertAlmostEqual(total.data, sum(separate), delta=1e-12)
+        batched, summed = self.grads(sd_a), self.grads(sd_b)
+        self.assertGreater(max(abs(g) for g in summed), 1e-3)
+        for x, y in zip(batched, summed):
+            self.assertTrue(close(x, y, 1e-14, 1e-10), (x, y))
+        # and the sum differs from either document's gradient alone
+        _, _, sd_c = tiny_model(**self.CONFIG)
+        microgpt.document_loss(docs[0], sd_c, config).backward()
+        self.assertGreater(max(abs(x - y) for x, y in zip(self.grads(sd_c), summed)), 1e-3)
+
+
+class TestScale(TapeTestCase):
     def test_deep_model_on_a_long_document_trains_and_samples(self):
         # 4 blocks over 64 positions make a graph far deeper than Python's ~1000-call recursion
         # limit (each position's residual stream runs through every earlier operation), so this
