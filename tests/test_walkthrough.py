@@ -9,12 +9,25 @@
   ignoring case, is that section's heading. Every section needs one, and their positions must
   increase in the order of the file's sections.
 - walkthrough.md has a ```mermaid flowchart and a ```mermaid xychart.
+- Every >>> example of its ```pycon blocks gives the output shown, run by the standard library's
+  doctest against the real default trained model: the file is run once, as `python3 microgpt.py`
+  would run it, and all blocks then run in document order in the namespace it leaves (as a
+  notebook or `python3 -i microgpt.py` would hold it), so a block can use what an earlier one
+  defined. They run in an empty temporary folder, so an example may write files.
+- The default run's output quoted in the walkthrough, and the loss curve it charts, are that
+  run's (timings aside).
 
 Run from the repo root: python3 -m unittest discover -s tests -p 'test_walkthrough.py' -v
 """
+import contextlib
+import doctest
+import io
+import math
 import os
 import re
+import runpy
 import sys
+import tempfile
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -126,6 +139,51 @@ def mermaid_blocks(markdown):
     return ['\n'.join(body) for language, _, body in blocks if language == 'mermaid']
 
 
+def run_examples(markdown, globs, filename='walkthrough.md'):
+    """Run the >>> examples of every ```pycon block of `markdown` with doctest, in document order,
+    all in the one namespace `globs`. Returns doctest's report of each example whose output
+    differs from the one shown (or that raises unexpectedly), naming its line in `markdown`; an
+    empty list means that all pass.
+    """
+    parser = doctest.DocTestParser()
+    runner = doctest.DocTestRunner(verbose=False)
+    reports = []
+    for language, start, body in scan_markdown(markdown)[0]:
+        if language != 'pycon':
+            continue
+        # The fence is on line `start`, so line k (from 0) of the body is line start + 1 + k,
+        # and doctest reports an example on body line k as line `start` + k + 1.
+        test = parser.get_doctest('\n'.join(body) + '\n', globs, f'the block at line {start}',
+                                  filename, start)
+        if not test.examples:
+            reports.append(f'File "{filename}", line {start}: a ```pycon block with no >>> example\n')
+        test.globs = globs   # one namespace for all blocks (get_doctest gave the test a copy)
+        runner.run(test, out=reports.append, clear_globs=False)
+    return reports
+
+
+def quoted_run(markdown):
+    """The lines of the ```text block that starts with `$ python3 microgpt.py`, that line left out."""
+    for language, _, body in scan_markdown(markdown)[0]:
+        if language == 'text' and body and body[0].strip() == '$ python3 microgpt.py':
+            return body[1:]
+    return None
+
+
+def without_timings(lines):
+    """Output lines with the machine-dependent times replaced by 'N'."""
+    lines = [re.sub(r'eta \d+ s', 'eta N s', line.rstrip()) for line in lines]
+    return [re.sub(r'training took [\d.]+ s', 'training took N s', line) for line in lines]
+
+
+def chart_lines(markdown):
+    """The x-axis and each line series of the walkthrough's xychart, as lists of numbers."""
+    chart = next(b for b in mermaid_blocks(markdown) if 'xychart' in b)
+    numbers = lambda text: [float(x) for x in text.split(',')]
+    x_axis = numbers(re.search(r'^\s*x-axis\b.*\[(.*)\]', chart, re.M).group(1))
+    return x_axis, [numbers(m) for m in re.findall(r'^\s*line\s*\[(.*)\]', chart, re.M)]
+
+
 class WalkthroughTest(unittest.TestCase):
 
     @classmethod
@@ -155,6 +213,55 @@ class WalkthroughTest(unittest.TestCase):
                         "walkthrough.md has no ```mermaid block with a flowchart")
         self.assertTrue(any('xychart' in b for b in blocks),
                         "walkthrough.md has no ```mermaid block with an xychart (the loss curve)")
+
+
+class ExamplesTest(unittest.TestCase):
+    """The walkthrough's >>> examples, its quoted run and its loss chart, against a real run."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.markdown = read(WALKTHROUGH_PATH)
+        argv, output = sys.argv, io.StringIO()
+        sys.argv = ['microgpt.py']   # the default run, exactly: no flags
+        try:
+            with contextlib.redirect_stdout(output):
+                cls.namespace = runpy.run_path(CODE_PATH, run_name='__main__')
+        finally:
+            sys.argv = argv
+        cls.output = output.getvalue()
+
+    def test_pycon_examples_give_the_output_shown(self):
+        self.assertIn('>>> ', self.markdown, "walkthrough.md has no >>> example")
+        cwd = os.getcwd()
+        with tempfile.TemporaryDirectory() as folder:
+            os.chdir(folder)
+            try:
+                reports = run_examples(self.markdown, dict(self.namespace))
+            finally:
+                os.chdir(cwd)
+        if reports:
+            self.fail(f"{len(reports)} example(s) in walkthrough.md fail:\n" + ''.join(reports))
+
+    def test_the_quoted_run_is_the_real_one(self):
+        quoted = quoted_run(self.markdown)
+        self.assertIsNotNone(quoted, "walkthrough.md quotes no ```text block of `$ python3 microgpt.py`")
+        self.assertEqual(without_timings(normalise(quoted)),
+                         without_timings(normalise(self.output.splitlines())))
+        # and the report line, quoted again on its own where the numbers are explained
+        report = [line for line in self.output.splitlines() if line.startswith('train loss ')]
+        for language, start, body in scan_markdown(self.markdown)[0]:
+            for line in body:
+                if language == 'text' and line.startswith('train loss '):
+                    self.assertEqual([line.rstrip()], report, f"the report quoted at line {start}")
+
+    def test_the_chart_is_the_real_loss_curve(self):
+        losses = self.namespace['losses']
+        x_axis, (uniform, curve) = chart_lines(self.markdown)
+        self.assertEqual(x_axis, [float(step) for step in range(50, len(losses) + 1, 50)])
+        vocab_size = self.namespace['tokenizer'].vocab_size
+        self.assertEqual(uniform, [round(math.log(vocab_size), 2)] * len(x_axis))
+        means = [round(sum(losses[step - 50:step]) / 50, 2) for step in range(50, len(losses) + 1, 50)]
+        self.assertEqual(curve, means)
 
 
 class CheckerSelfTest(unittest.TestCase):
@@ -211,6 +318,34 @@ class CheckerSelfTest(unittest.TestCase):
         blocks = mermaid_blocks(md)
         self.assertEqual(blocks, ['flowchart TD\n    a --> b'])
         self.assertFalse(any('xychart' in b for b in blocks))
+
+    def test_examples_share_one_namespace_and_pass(self):
+        md = "# Alpha\n\n```pycon\n>>> x = 2\n```\n\ntext\n\n```pycon\n>>> x * 3\n6\n>>> print('a')\na\n```\n"
+        self.assertEqual(run_examples(md, {}), [])
+
+    def test_a_wrong_example_is_reported_with_its_line(self):
+        md = ("# Alpha\n\n```pycon\n>>> 1 + 1\n2\n```\n\n"   # passes
+              "```python\n>>> 1 + 1\n5\n```\n\n"              # not pycon: not run
+              "```pycon\n>>> x = 1\n>>> x + 1\n3\n```\n")      # fails: line 15
+        reports = run_examples(md, {})
+        self.assertEqual(len(reports), 1)
+        self.assertIn('File "walkthrough.md", line 15', reports[0])
+        self.assertIn('Expected:\n    3\nGot:\n    2', reports[0])
+
+    def test_an_unexpected_exception_and_an_empty_block_are_reported(self):
+        md = "```pycon\n>>> 1 / 0\n```\n```pycon\nno prompt here\n```\n"
+        reports = run_examples(md, {})
+        self.assertEqual(len(reports), 2)
+        self.assertIn('line 2', reports[0])
+        self.assertIn('ZeroDivisionError', reports[0])
+        self.assertIn('line 4: a ```pycon block with no >>> example', reports[1])
+
+    def test_the_quoted_run_and_the_chart_are_found(self):
+        md = ("```text\n$ python3 microgpt.py\nstep 1 | eta 12 s\ntraining took 9.2 s\n```\n"
+              "```mermaid\nxychart-beta\n    x-axis \"step\" [50, 100]\n"
+              "    line [3.30, 3.30]\n    line [2.82, 2.68]\n```\n")
+        self.assertEqual(without_timings(quoted_run(md)), ['step 1 | eta N s', 'training took N s'])
+        self.assertEqual(chart_lines(md), ([50.0, 100.0], [[3.3, 3.3], [2.82, 2.68]]))
 
 
 if __name__ == '__main__':
