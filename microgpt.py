@@ -76,7 +76,7 @@ class Value:
     derivatives together: reverse-mode automatic differentiation, as PyTorch and JAX do it.
     """
     __slots__ = ('data', 'grad', '_children', '_local_grads')
-    tape = []   # every computed Value, in the order made; train() clears it after each step
+    tape = []   # every computed Value, in the order made; Adam.step() clears it
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself, computed on the forward pass
@@ -288,7 +288,8 @@ class Adam:
         self.t = 0                     # steps taken
 
     def step(self, lr):
-        """Update every parameter from its .grad, then reset .grad to 0 for the next backward()."""
+        """Update every parameter from its .grad, reset .grad to 0 for the next backward(), and
+        clear the tape, so that a training loop's memory does not grow from step to step."""
         self.t += 1
         b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
         # Bias correction: m and v start at 0, so after t steps they are too small by a factor
@@ -301,6 +302,7 @@ class Adam:
             v[i] = b2 * v[i] + (1.0 - b2) * g * g
             p.data -= lr * (m[i] * m_correction) / (math.sqrt(v[i] * v_correction) + self.eps)
             p.grad = 0.0
+        Value.tape.clear()   # every graph recorded so far used the old weights: it is stale now
 
 
 # %% Training
@@ -314,7 +316,6 @@ def train(docs, tokenizer, state_dict, config, log=None):
         loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
         loss.backward()                                    # backward: d(loss)/d(every weight)
         optimizer.step(config.learning_rate * (1 - step / config.steps))   # update; lr decays to 0
-        Value.tape.clear()                                 # this step's graph is done with
         losses.append(loss.data)
         del loss   # free the graph now, so that the next step reuses its memory (~15% faster)
         if log and log(step + 1, losses[-1]):

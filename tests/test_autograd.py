@@ -385,8 +385,8 @@ class TestTape(TapeTestCase):
     (weights, inputs) have nothing to replay and are not recorded. backward() sets the grad of
     every Value on the tape to 0, its own to 1, then replays the tape newest-first, and leaves the
     tape as it was. So computed Values get fresh gradients on every call, while leaves add up
-    across calls, as in PyTorch, until reset (Adam.step() resets them). train() clears the tape
-    after each step; a computed Value that is no longer on it cannot be backpropagated."""
+    across calls, as in PyTorch, until reset (Adam.step() resets them). Adam.step() also clears
+    the tape; a computed Value that is no longer on it cannot be backpropagated."""
 
     def test_only_computed_values_are_recorded_in_the_order_made(self):
         start = len(Value.tape)
@@ -517,7 +517,7 @@ class TestTape(TapeTestCase):
         self.assertEqual((a.grad, x.grad, z.grad, u.grad), (116.0, 0.0, 0.0, 1.0))
 
     def test_a_value_no_longer_on_the_tape_raises(self):
-        # train() clears the tape after each step, and evaluate() and generate() cut off their own
+        # Adam.step() clears the tape after each update, and evaluate() and generate() cut off their own
         # part of it. A computed Value dropped that way can no longer be backpropagated: backward()
         # raises before touching any grad, instead of giving wrong (zero) gradients.
         a = Value(1.5)
