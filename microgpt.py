@@ -425,7 +425,7 @@ class Progress:
     pipe, a line for the first step, every tenth of the run and the last. The first Ctrl-C stops
     training after the step (the run still reports, saves and samples); a second quits. A loss
     that averages over 30x a uniform guess for 100 steps, or is not a number, has diverged: a
-    loss that spikes and recovers stays well below that (--lr 0.1 peaks at 13x, then learns)."""
+    loss that spikes and recovers stays well below that (--lr 0.1 peaks at 6-13x, then learns)."""
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 30 * math.log(vocab_size), False

