@@ -38,7 +38,7 @@ FLAGS = ['--input', '--steps', '--n-layer', '--n-embd', '--n-head', '--block-siz
          '--temperature', '--num-samples', '--prompt', '--save', '--load']
 POSIX_SIGNALS = hasattr(signal, 'SIGINT') and os.name == 'posix'
 NOT_A_CHECKPOINT = 'no microgpt checkpoint (made by --save) at '   # missing, or not one at all
-DAMAGED = 'is damaged or edited: it is not a usable microgpt checkpoint'   # starts like one
+DAMAGED = 'is not a usable microgpt checkpoint (damaged or edited)'   # starts like one
 AS_IT_IS = '--load takes the model from ck.json as it is; drop '   # a flag it cannot take
 
 STEP_LINE = re.compile(r'^step +(\d+) / +(\d+) \| loss (\d+\.\d{4})')
@@ -483,12 +483,12 @@ class BadInputTest(CliTestCase):
             (['--input', 'nope.txt'], 'input file not found (or not a regular file): nope.txt'),
         ]
         checks_after_reading = [   # these need the data: 'num docs' and such come first
-            (['--prompt', 'anananan'], '--prompt must be shorter than block_size'),
+            (['--prompt', 'anananan'], '--prompt must be shorter than --block-size'),
             (['--prompt', 'kaQ'], '--prompt'),
             (['--n-embd', str(e), '--n-head', '1'],
              f'{too_many} parameters: too many for pure Python (max 10 million)'),
             (['--save', 'input.txt'],
-             '--save input.txt exists and is not a microgpt checkpoint; not overwriting it'),
+             '--save input.txt is not a microgpt checkpoint: not overwriting it'),
         ]
         for quiet, cases in ((True, checks_before_reading), (False, checks_after_reading)):
             for args, message in cases:
@@ -1186,6 +1186,71 @@ class NumericalRobustnessTest(CliTestCase):
         for lr in ('1e120', '1e200', '1.7e308'):
             with self.subTest(lr=lr):
                 self.check_survives(lr, 50)
+
+
+class ReviewFindingsTest(CliTestCase):
+    """Cases found by trying the file as a new user would."""
+
+    def test_a_blow_up_in_the_last_update_is_one_line_not_a_traceback(self):
+        # One step at an absurd learning rate: the only loss the divergence check sees is the
+        # first, still fine; the update after it blows the weights up. Reporting or sampling
+        # must then stop with the one-line error (Python 3.11+ would raise in random.choices,
+        # 3.9 and PyPy would print empty samples).
+        self.write_names()
+        result = self.run_cli('--steps', '1', '--lr', '1e200', '--num-samples', '2', *TINY)
+        self.assertEqual(result.returncode, 2, result)
+        self.assertNoTraceback(result)
+        err = result.stderr.splitlines()
+        self.assertEqual(len(err), 1, result)
+        self.assertTrue(err[0].startswith('microgpt: error:'), result)
+        self.assertEqual(result.samples(), [], result)
+
+    def test_a_small_output_into_a_closed_pipe_exits_quietly(self):
+        # Everything fits in the output buffer, so the closed pipe only shows when Python
+        # flushes it: that must happen inside the run, not at interpreter exit.
+        self.write_names()
+        proc = subprocess.Popen([sys.executable, SCRIPT, '--steps', '2', '--num-samples', '3']
+                                + TINY, cwd=self.dir, env=child_env(), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        proc.stdout.close()   # the reader has gone before anything was read
+        _, stderr = proc.communicate(timeout=TIMEOUT)
+        self.assertEqual(proc.returncode, 1, stderr)
+        self.assertEqual(stderr, b'')
+
+    def test_pretty_printed_checkpoint_loads(self):
+        self.make_checkpoint('ck.json', '--seed', '5')
+        with open(self.path('ck.json'), encoding='utf-8') as f:
+            checkpoint = json.load(f)
+        with open(self.path('pretty.json'), 'w', encoding='utf-8') as f:
+            json.dump(checkpoint, f, indent=2)
+        a = self.run_cli('--load', 'ck.json', '--num-samples', '3', '--seed', '5')
+        b = self.run_cli('--load', 'pretty.json', '--num-samples', '3', '--seed', '5')
+        self.assertSucceeded(b, num_samples=3)
+        self.assertEqual(a.samples(), b.samples())
+
+    def test_save_to_a_folder_name_fails_before_training(self):
+        self.write_names()
+        result = self.run_cli('--steps', '20', '--save', 'newdir' + os.sep, *TINY)
+        self.assertCleanError(result, quiet_stdout=False, mentions='--save')
+        self.assertFalse(os.path.exists(self.path('newdir')))
+
+    def test_checkpoint_parts_of_the_wrong_type_or_size(self):
+        self.make_checkpoint()
+        good = self.load_json('ck.json')
+        edits = {
+            'config is a list': lambda ck: ck.__setitem__('config', [1, 8, 2, 8]),
+            'state_dict is a list': lambda ck: ck.__setitem__('state_dict', [[0.0]]),
+            'n_head is a float': lambda ck: ck['config'].__setitem__('n_head', 2.0),
+            'an extra setting': lambda ck: ck['config'].__setitem__('num_samples', 3),
+            'a huge block_size': lambda ck: ck['config'].__setitem__('block_size', 10 ** 12),
+        }
+        for what, edit in edits.items():
+            with self.subTest(what):
+                ck = json.loads(json.dumps(good))
+                edit(ck)
+                self.dump_json('bad.json', ck)
+                self.assertCleanError(self.run_cli('--load', 'bad.json', timeout=30),
+                                      mentions='bad.json ' + DAMAGED)
 
 
 def count_docs(path):
