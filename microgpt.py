@@ -515,10 +515,11 @@ def load_checkpoint(path, config, given):
         with open(path, encoding='utf-8') as f:
             checkpoint = json.load(f)
         weights, shape, vocab = checkpoint['state_dict'], checkpoint['config'], checkpoint['vocab']
+        # Each check below raises if it fails, and any error in this block means the same thing.
         require(set(shape) == set(MODEL_SHAPE) and {type(n) for n in shape.values()} == {int}, '')
         config, tokenizer = replace(config, **shape), Tokenizer(''.join(vocab))
-        check_config(config)   # (its InputError, like any other here, means: not usable)
-        require(tokenizer.chars == vocab and len(weights) == 3 + 6 * config.n_layer, 'vocab')
+        check_config(config)
+        require(tokenizer.chars == vocab and len(weights) == 3 + 6 * config.n_layer, '')
         sizes = {k: (len(m), {len(row) for row in m}) for k, m in weights.items()}   # rows, widths
         ok = sizes == {k: (r, {c}) for k, (r, c) in param_shapes(len(vocab) + 1, config).items()}
         ok = ok and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
