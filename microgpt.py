@@ -139,16 +139,24 @@ class Value:
                     child.grad += local_grad * node_grad
 
 
-def dot(a, b):
-    """a[0]*b[0] + a[1]*b[1] + ... as ONE node instead of 2n - 1 separate * and + nodes.
+def linear(x, w):
+    """Matrix times vector, w @ x: for each row of w, the dot product row[0]*x[0] + row[1]*x[1]
+    + ... as ONE node, instead of 2n - 1 separate * and + nodes. No bias, as in many modern GPTs.
 
-    Same chain rule, fewer nodes: d(dot)/d(a[i]) = b[i] and d(dot)/d(b[i]) = a[i], so the local
-    gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products, so
-    this one node type makes training many times faster than building them from + and *.
-    """
-    a_data = [x.data for x in a]
-    b_data = [x.data for x in b]
-    return Value(sum(map(operator.mul, a_data, b_data)), a + b, b_data + a_data)
+    Same chain rule, fewer nodes: d(dot)/d(row[j]) = x[j] and d(dot)/d(x[j]) = row[j], so the
+    local gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products,
+    so this one node type makes training many times faster than building them from + and *."""
+    x_data = [xi.data for xi in x]   # read once for all rows, not once per row: ~10% faster
+    out = []
+    for row in w:
+        row_data = [wi.data for wi in row]
+        out.append(Value(sum(map(operator.mul, row_data, x_data)), row + x, x_data + row_data))
+    return out
+
+
+def dot(a, b):
+    """a[0]*b[0] + a[1]*b[1] + ... as one node: the one-row case of linear."""
+    return linear(b, [a])[0]
 
 
 # %% Parameters
@@ -177,11 +185,6 @@ def flat_params(state_dict):
 
 
 # %% Model
-def linear(x, w):
-    """Matrix times vector, w @ x: one dot product per row of w. No bias, as in many modern GPTs."""
-    return [dot(row, x) for row in w]
-
-
 def softmax(logits):
     """Scores -> probabilities that sum to 1. Subtracting the largest score first changes nothing
     mathematically but keeps exp() from overflowing on large scores."""
@@ -194,8 +197,7 @@ def softmax(logits):
 def rmsnorm(x):
     """Rescale x to a root-mean-square of 1 (no learned gain), so every block sees inputs of the
     same size however large the residual stream grows. 1e-5 avoids dividing by zero."""
-    mean_square = dot(x, x) / len(x)
-    scale = (mean_square + 1e-5) ** -0.5
+    scale = (dot(x, x) / len(x) + 1e-5) ** -0.5   # 1 / sqrt(mean of the squares)
     return [xi * scale for xi in x]
 
 
@@ -261,10 +263,8 @@ def cross_entropy(logits, target):
 def document_loss(tokens, state_dict, config):
     """Mean cross-entropy of predicting each next token of one document, in nats."""
     kv_cache = [([], [], []) for _ in range(config.n_layer)]   # per layer: keys, values, attention
-    losses = []
-    for pos in range(len(tokens) - 1):
-        logits = gpt(tokens[pos], pos, kv_cache, state_dict, config)
-        losses.append(cross_entropy(logits, tokens[pos + 1]))
+    logits = [gpt(tokens[pos], pos, kv_cache, state_dict, config) for pos in range(len(tokens) - 1)]
+    losses = [cross_entropy(scores, target) for scores, target in zip(logits, tokens[1:])]
     return sum(losses) / len(losses)
 
 
@@ -289,8 +289,7 @@ class Adam:
         b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
         # Bias correction: m and v start at 0, so after t steps they are too small by a factor
         # (1 - beta^t). Dividing it out makes the first steps as large as the later ones.
-        m_correction = 1.0 / (1.0 - b1 ** self.t)
-        v_correction = 1.0 / (1.0 - b2 ** self.t)
+        m_correction, v_correction = 1.0 / (1.0 - b1 ** self.t), 1.0 / (1.0 - b2 ** self.t)
         for i, p in enumerate(self.params):
             g = p.grad
             m[i] = b1 * m[i] + (1.0 - b1) * g
@@ -301,11 +300,10 @@ class Adam:
 
 
 # %% Training
-def train(docs, tokenizer, state_dict, config, log=None):
-    """Show the model one document per step and nudge every weight to make it likelier. Returns
-    each step's loss. After each step, log(step, loss) may report progress; True stops early."""
+def train(docs, tokenizer, state_dict, config, losses, log=None):
+    """Show the model one document per step, nudging every weight to make it likelier; append
+    each step's loss to losses. After each, log(step, loss) may report progress (True stops)."""
     optimizer = Adam(flat_params(state_dict))
-    losses = []
     for step in range(config.steps):
         tokens = doc_tokens(docs[step % len(docs)], tokenizer, config.block_size)
         loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
@@ -315,18 +313,19 @@ def train(docs, tokenizer, state_dict, config, log=None):
         del loss   # free the graph now, so that the next step reuses its memory (~15% faster)
         if log and log(step + 1, losses[-1]):
             break
-    return losses
 
 
 def evaluate(docs, tokenizer, state_dict, config):
     """Mean loss per predicted token over docs, in nats (training's loss is a mean per document
     instead). Forward passes only: nothing is learned."""
     total, count, start = 0.0, 0, len(Value.tape)
-    for doc in docs:
+    for i, doc in enumerate(docs, 1):
         tokens = doc_tokens(doc, tokenizer, config.block_size)
         total += document_loss(tokens, state_dict, config).data * (len(tokens) - 1)
         count += len(tokens) - 1
         del Value.tape[start:]   # no backward() will replay this document: drop it from the tape
+        if i % 40 == 0:
+            gc.collect()   # (in the run, automatic collection is off here: see Progress)
     return total / count
 
 
@@ -376,8 +375,7 @@ class ArgumentParser(argparse.ArgumentParser):
 def parse_args():
     """Flags -> (Config, the settings given as flags). A Jupyter kernel starts Python with
     arguments of its own (-f kernel.json), so a notebook reads none: it edits Config instead."""
-    parser = ArgumentParser(allow_abbrev=False, argument_default=argparse.SUPPRESS,
-                            description='Train a tiny GPT, then sample from it. See Config.')
+    parser = ArgumentParser(allow_abbrev=False, argument_default=argparse.SUPPRESS)
     for f in fields(Config):
         parser.add_argument(flag(f.name), dest=f.name, type=f.type, help=f"(default: {f.default})")
     given = vars(parser.parse_args([] if 'ipykernel' in sys.modules else sys.argv[1:]))
@@ -419,29 +417,27 @@ def check_run(config, tokenizer, n_params):
 
 
 class Progress:
-    """Watches training. On a terminal, one line rewrites itself every step; in a log file or a
-    pipe, a line for the first step, every tenth of the run and the last. The first Ctrl-C stops
-    training after the step (the run still reports, saves and samples); a second quits. A loss
-    that averages over 30x a uniform guess for 100 steps, or is not a number, has diverged: a
-    loss that spikes and recovers stays well below that (--lr 0.1 peaks at 6-13x, then learns)."""
+    """Watches training and the report after it. On a terminal, one line rewrites itself every
+    step; in a log or a pipe, a line for the first step, every tenth of the run and the last. The
+    first Ctrl-C stops training after the step (the run still saves, reports and samples); a
+    second, or one after training, quits. A loss averaging over 30x a uniform guess for 100 steps,
+    or not a number, has diverged: one that spikes and recovers stays well below (--lr 0.1)."""
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 30 * math.log(vocab_size), False
         self.recent, self.start = collections.deque(maxlen=100), time.perf_counter()
 
-    def __enter__(self):   # Ctrl-C is ours while training
+    def __enter__(self):   # Ctrl-C is ours until the report is done
         self.previous = signal.signal(signal.SIGINT, self.interrupt)
-        # Each step makes ~3,400 Values. They hold no reference cycles, so on CPython reference
-        # counting frees each step's graph, and the cycle collector, which would keep rescanning
-        # all of them, can be off: ~25% faster. (PyPy has no reference counting: log() collects.)
+        # Each step makes ~3,400 Values, none in a reference cycle: on CPython reference counting
+        # frees each step's graph, and the cycle collector, which would keep rescanning them all,
+        # can be off: ~25% faster. (PyPy has no reference counting: log() and evaluate() collect.)
         gc.disable()
         return self
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self.previous)
         gc.enable()
-        end_live_line = '\n' if sys.stdout.isatty() and self.recent else ''
-        print(f"{end_live_line}training took {time.perf_counter() - self.start:.1f} s")
 
     def interrupt(self, signum, frame):
         if self.stop:
@@ -451,18 +447,22 @@ class Progress:
 
     def log(self, step, loss):
         stop = self.stop   # read once: a Ctrl-C may arrive while this step is being logged
+        last = stop or step == self.steps
         self.recent.append(loss)
         mean = sum(self.recent) / len(self.recent)
         # (The test fails for nan too: a loss that is not a number is never below the limit.)
         require(mean < self.limit, f"training diverged at step {step}: try a smaller --lr")
         eta = (time.perf_counter() - self.start) / step * (self.steps - step)
         line = f"step {step:4d} / {self.steps:4d} | loss {loss:.4f} | eta {eta:.0f} s"
-        if sys.stdout.isatty():
-            print('\r' + line + '   ', end='', flush=True)   # \r returns to the line's start
-        elif step in (1, self.steps) or step % max(1, self.steps // 10) == 0 or stop:
+        if sys.stdout.isatty():   # \r returns to the line's start
+            print('\r' + line + '   ', end='\n' if last else '', flush=True)
+        elif last or step == 1 or step % max(1, self.steps // 10) == 0:
             print(line, flush=True)
         if step % 40 == 0:
             gc.collect()   # automatic collection is off while training; PyPy needs it now and then
+        if last:   # training is over; from now on a Ctrl-C quits
+            self.stop = True
+            print(f"training took {time.perf_counter() - self.start:.1f} s")
         return stop
 
 
@@ -515,18 +515,18 @@ def load_checkpoint(path, config, given):
         with open(path, encoding='utf-8') as f:
             checkpoint = json.load(f)
         weights, shape, vocab = checkpoint['state_dict'], checkpoint['config'], checkpoint['vocab']
-        # Each check below raises if it fails, and any error in this block means the same thing.
+        # Every check below raises if it fails, and any error here (not UTF-8, not JSON, nested
+        # thousands deep, not the shape it says) means the same thing.
         require(set(shape) == set(MODEL_SHAPE) and {type(n) for n in shape.values()} == {int}, '')
         config, tokenizer = replace(config, **shape), Tokenizer(''.join(vocab))
         check_config(config)
         require(tokenizer.chars == vocab and len(weights) == 3 + 6 * config.n_layer, '')
         sizes = {k: (len(m), {len(row) for row in m}) for k, m in weights.items()}   # rows, widths
-        ok = sizes == {k: (r, {c}) for k, (r, c) in param_shapes(len(vocab) + 1, config).items()}
-        ok = ok and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
-                        for m in weights.values() for row in m for x in row)   # or 10**400
+        require(sizes == {k: (r, {c}) for k, (r, c) in param_shapes(len(vocab) + 1, config).items()}
+                and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
+                        for m in weights.values() for row in m for x in row), '')   # or 10**400
     except (ValueError, RecursionError, TypeError, KeyError, AttributeError, InputError):
-        ok = False   # not UTF-8, not JSON, nested thousands deep, or not the shape it says
-    require(ok, f"{path} is not a usable microgpt checkpoint (damaged or edited)")
+        raise InputError(f"{path} is not a usable microgpt checkpoint (damaged or edited)")
     clash = [flag(name) for name in given if name in ('input', 'steps', 'learning_rate', 'save')
              or name in MODEL_SHAPE and given[name] != shape[name]]
     require(not clash, f"--load takes the model from {path} as it is; drop {', '.join(clash)}")
@@ -585,12 +585,13 @@ if __name__ == '__main__':
             check_run(config, tokenizer, n_params)
             state_dict = init_params(tokenizer.vocab_size, config, rng)
 
+            losses = []   # train() appends each loss: an error mid-run leaves those so far
             with Progress(config, tokenizer.vocab_size) as progress:
-                losses = train(train_docs, tokenizer, state_dict, config, progress.log)
-            if config.save:   # first: the report below can take a while
-                save_checkpoint(config.save, config, tokenizer, state_dict)
-                print(f"saved the model to {config.save}")
-            print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
+                train(train_docs, tokenizer, state_dict, config, losses, progress.log)
+                if config.save:   # first: the report below can take a while
+                    save_checkpoint(config.save, config, tokenizer, state_dict)
+                    print(f"saved the model to {config.save}")
+                print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
 
         print("--- samples ---")
         rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples

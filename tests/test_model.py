@@ -721,11 +721,18 @@ def atomic_linear(x, w):
 atomic_linear.calls = 0
 
 
+def train(docs, tokenizer, state_dict, config, log=None):
+    """microgpt.train, returning the list of step losses it appended to."""
+    losses = []
+    microgpt.train(docs, tokenizer, state_dict, config, losses, log)
+    return losses
+
+
 def run_steps(seed, steps, config, tokenizer, docs):
     """init_params from a seeded rng, then train() for `steps` steps. Returns the step losses and
     the final weights. Keeps no graph alive once it returns."""
     state_dict = microgpt.init_params(tokenizer.vocab_size, config, random.Random(seed))
-    losses = microgpt.train(docs, tokenizer, state_dict, dataclasses.replace(config, steps=steps))
+    losses = train(docs, tokenizer, state_dict, dataclasses.replace(config, steps=steps))
     return losses, [p.data for p in microgpt.flat_params(state_dict)]
 
 
@@ -774,7 +781,7 @@ class TestTraining(TapeTestCase):
         logged = []
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            losses = microgpt.train(NAMES, tok, state_dict, config,
+            losses = train(NAMES, tok, state_dict, config,
                                     lambda step, loss: logged.append((step, loss)))
         self.assertEqual(out.getvalue(), '')   # train() reports only through log
         self.assertEqual(len(losses), 60)
@@ -797,16 +804,36 @@ class TestTraining(TapeTestCase):
             steps_logged.append(step)
             return step == 3
 
-        stopped = microgpt.train(NAMES, tok, state_dict, config, log)
+        stopped = train(NAMES, tok, state_dict, config, log)
         self.assertEqual(steps_logged, [1, 2, 3])
         self.assertEqual(stopped, full[:3])
         self.assertEqual(len(full), 10)
         # zero steps: nothing logged, nothing learned
         before = [p.data for p in microgpt.flat_params(state_dict)]
         no_steps = dataclasses.replace(config, steps=0)
-        self.assertEqual(microgpt.train(NAMES, tok, state_dict, no_steps, log), [])
+        self.assertEqual(train(NAMES, tok, state_dict, no_steps, log), [])
         self.assertEqual(steps_logged, [1, 2, 3])
         self.assertEqual([p.data for p in microgpt.flat_params(state_dict)], before)
+
+    def test_losses_so_far_survive_an_error(self):
+        # train() appends each step's loss to the caller's list as it goes, so a run stopped by
+        # an error (here a divergence, as Progress.log reports it) still holds the steps it took:
+        # the same numbers as the first steps of a run that was not stopped.
+        config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, steps=10,
+                                 learning_rate=0.01)
+        tok = microgpt.Tokenizer(''.join(NAMES))
+        full = train(NAMES, tok, microgpt.init_params(tok.vocab_size, config, random.Random(5)),
+                     config)
+
+        def log(step, loss):
+            microgpt.require(step < 3, f"training diverged at step {step}")
+
+        losses = []
+        state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(5))
+        with self.assertRaisesRegex(microgpt.InputError, 'diverged at step 3'):
+            microgpt.train(NAMES, tok, state_dict, config, losses, log)
+        self.assertEqual(losses, full[:3])
+        self.assertEqual(Value.tape, [])   # log runs after Adam.step, which cleared the tape
 
     def test_no_graph_outlives_a_training_step(self):
         # Progress switches the cycle collector off while training (and runs it every 40 steps),
@@ -822,7 +849,7 @@ class TestTraining(TapeTestCase):
         state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(4))
         n_params = len(microgpt.flat_params(state_dict))
         # One step first, so that anything a first step creates once is in the baseline.
-        microgpt.train(docs, tok, state_dict, dataclasses.replace(config, steps=1))
+        train(docs, tok, state_dict, dataclasses.replace(config, steps=1))
         gc.collect()
         baseline = live_values()   # the parameters and any Values other tests still hold
         was_enabled = gc.isenabled()
@@ -836,7 +863,7 @@ class TestTraining(TapeTestCase):
                     collector_on.append(gc.isenabled())
                     return progress.log(step, loss)
 
-                losses = microgpt.train(docs, tok, state_dict, config, log)
+                losses = train(docs, tok, state_dict, config, log)
             after = live_values()
         finally:
             if was_enabled:
@@ -903,7 +930,7 @@ class TestTapeAroundTheModel(TapeTestCase):
 
     def test_exact_gradients_after_training_evaluating_and_sampling(self):
         config, tok, sd = tiny_model(**self.CONFIG)
-        microgpt.train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
+        train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
         self.assertEqual(Value.tape, [])   # train() cleared it after its last step
         microgpt.evaluate(['abode'], tok, sd, config)
         microgpt.generate(sd, tok, config, random.Random(1), 'a')
@@ -939,7 +966,7 @@ class TestTapeAroundTheModel(TapeTestCase):
         tokens = microgpt.doc_tokens('abode', tok, config.block_size)
         early = microgpt.document_loss(tokens, sd, config)
         self.assertIs(Value.tape[-1], early)
-        microgpt.train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
+        train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
         self.assertEqual(Value.tape, [])
         with self.assertRaisesRegex(RuntimeError, 'no longer on the tape'):
             early.backward()
@@ -979,9 +1006,9 @@ class TestTapeAroundTheModel(TapeTestCase):
         self.assertGreater(len(Value.tape), 500)
         for p in microgpt.flat_params(sd_a):
             p.grad = 0.0
-        losses_a = microgpt.train(docs, tok, sd_a, config)
+        losses_a = train(docs, tok, sd_a, config)
         _, _, sd_b = tiny_model(**self.CONFIG, **steps)
-        losses_b = microgpt.train(docs, tok, sd_b, config)
+        losses_b = train(docs, tok, sd_b, config)
         weights = [p.data for p in microgpt.flat_params(sd_b)]
         self.assertEqual(losses_a, losses_b)
         self.assertEqual([p.data for p in microgpt.flat_params(sd_a)], weights)
@@ -989,7 +1016,7 @@ class TestTapeAroundTheModel(TapeTestCase):
         # PyTorch: same first loss (the forward pass does not read .grad), different weights.
         _, _, sd_c = tiny_model(**self.CONFIG, **steps)
         microgpt.document_loss(deed, sd_c, config).backward()
-        losses_c = microgpt.train(docs, tok, sd_c, config)
+        losses_c = train(docs, tok, sd_c, config)
         self.assertEqual(losses_c[0], losses_b[0])
         self.assertGreater(max(abs(p.data - w)
                                for p, w in zip(microgpt.flat_params(sd_c), weights)), 1e-4)
