@@ -146,7 +146,7 @@ def linear(x, w):
     Same chain rule, fewer nodes: d(dot)/d(row[j]) = x[j] and d(dot)/d(x[j]) = row[j], so the
     local gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products,
     so this one node type makes training many times faster than building them from + and *."""
-    x_data = [xi.data for xi in x]   # read once for all rows, not once per row: ~10% faster
+    x_data = [xi.data for xi in x]   # read once for all rows, not once per row: ~7% faster
     out = []
     for row in w:
         row_data = [wi.data for wi in row]

@@ -14,8 +14,10 @@ process's maximum resident set size) is its own; steps use the documents of inpu
 order training would. The side-by-side measurement runs `python microgpt.py` (no flags) for this
 version and for OLD.py in turn, alternating them so that a machine that speeds up or slows down
 affects both alike, and reports the median wall time of each, its spread, the ratio of the
-medians and each run's peak memory. It also checks that both versions print the same step losses
-and samples. Peak memory comes from the `resource` module and `os.wait4`: Linux and macOS only.
+medians, the median of the run-by-run ratios and each run's peak memory. It also checks that
+both versions print the same step losses and samples. Peak memory comes from the `resource`
+module and `os.wait4`: Linux and macOS only. On a busy or virtual machine, pin the runs to one
+core (`taskset -c 1 python3 scripts/bench.py ...`) and take more runs.
 """
 import argparse
 import gc
@@ -130,6 +132,11 @@ def side_by_side(against, runs):
         print(f"{os.path.relpath(script, ROOT):40s} median {medians[script]:.2f} s "
               f"(min {times[0]:.2f}, max {times[-1]:.2f}), peak {max(m for _, m in rows):.0f} MB")
     print(f"ratio (this / other): {medians[SCRIPT] / medians[against]:.3f}")
+    # Each run of this version over the run of the other just before it: a machine whose speed
+    # drifts during the measurement affects both runs of a pair alike.
+    pairs = sorted(t / o for (t, _), (o, _) in zip(results[SCRIPT], results[against]))
+    print(f"ratio run by run: median {statistics.median(pairs):.3f} "
+          f"(min {pairs[0]:.3f}, max {pairs[-1]:.3f})")
     same = outputs[SCRIPT] == outputs[against]
     print("step losses and samples: " + ("identical" if same else "DIFFERENT"))
 
