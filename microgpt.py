@@ -143,7 +143,7 @@ def linear(x, w):
     """Matrix times vector, w @ x: for each row of w, the dot product row[0]*x[0] + row[1]*x[1]
     + ... as ONE node, instead of 2n - 1 separate * and + nodes. No bias, as in many modern GPTs.
 
-    Same chain rule, fewer nodes: d(dot)/d(row[j]) = x[j] and d(dot)/d(x[j]) = row[j], so the
+    Same chain rule, fewer nodes: d(out[i])/d(w[i][j]) = x[j], d(out[i])/d(x[j]) = w[i][j]: the
     local gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products,
     so this one node type makes training many times faster than building them from + and *."""
     x_data = [xi.data for xi in x]   # read once for all rows, not once per row: ~7% faster
@@ -155,7 +155,7 @@ def linear(x, w):
 
 
 def dot(a, b):
-    """a[0]*b[0] + a[1]*b[1] + ... as one node: the one-row case of linear."""
+    """a[0]*b[0] + a[1]*b[1] + ... as one node: linear with the one row a, times the vector b."""
     return linear(b, [a])[0]
 
 
@@ -302,7 +302,7 @@ class Adam:
 # %% Training
 def train(docs, tokenizer, state_dict, config, losses, log=None):
     """Show the model one document per step, nudging every weight to make it likelier; append
-    each step's loss to losses. After each, log(step, loss) may report progress (True stops)."""
+    each step's loss to losses. After each step, log(step, loss) may report (True: stop)."""
     optimizer = Adam(flat_params(state_dict))
     for step in range(config.steps):
         tokens = doc_tokens(docs[step % len(docs)], tokenizer, config.block_size)
@@ -325,7 +325,7 @@ def evaluate(docs, tokenizer, state_dict, config):
         count += len(tokens) - 1
         del Value.tape[start:]   # no backward() will replay this document: drop it from the tape
         if i % 40 == 0:
-            gc.collect()   # (in the run, automatic collection is off here: see Progress)
+            gc.collect()   # PyPy frees memory only when collecting, off during the run's report
     return total / count
 
 
@@ -417,11 +417,11 @@ def check_run(config, tokenizer, n_params):
 
 
 class Progress:
-    """Watches training and the report after it. On a terminal, one line rewrites itself every
-    step; in a log or a pipe, a line for the first step, every tenth of the run and the last. The
-    first Ctrl-C stops training after the step (the run still saves, reports and samples); a
-    second, or one after training, quits. A loss averaging over 30x a uniform guess for 100 steps,
-    or not a number, has diverged: one that spikes and recovers stays well below (--lr 0.1)."""
+    """Watches training, then the save and the report. On a terminal, one line rewrites itself
+    every step; in a log or a pipe, a line for the first step, every tenth and the last. The first
+    Ctrl-C stops training after the step (the run still saves, reports and samples); a second, or
+    one after training, quits. Diverged: a loss averaging over 30x a uniform guess for 100 steps,
+    or not a number (--lr 0.1 spikes to 6-13x, then learns; --lr 0.2 does not recover)."""
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 30 * math.log(vocab_size), False
@@ -429,25 +429,26 @@ class Progress:
 
     def __enter__(self):   # Ctrl-C is ours until the report is done
         self.previous = signal.signal(signal.SIGINT, self.interrupt)
-        # Each step makes ~3,400 Values, none in a reference cycle: on CPython reference counting
-        # frees each step's graph, and the cycle collector, which would keep rescanning them all,
-        # can be off: ~25% faster. (PyPy has no reference counting: log() and evaluate() collect.)
+        # ~3,400 Values a step, in no reference cycle: reference counting frees them, so the cycle
+        # collector can be off (~25% faster on CPython; PyPy has none: log(), evaluate() collect).
         gc.disable()
         return self
 
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self.previous)
         gc.enable()
+        # An error cut training short on a terminal: end the live line before the error's line.
+        print(end='\n' if sys.stdout.isatty() and self.recent and not self.stop else '')
 
     def interrupt(self, signum, frame):
-        if self.stop:
+        if self.stop or not self.steps:   # a second Ctrl-C, or training is over: quit now
             raise KeyboardInterrupt
         self.stop = True
         print("\nCtrl-C: stopping after this step (press again to quit now)", file=sys.stderr)
 
     def log(self, step, loss):
-        stop = self.stop   # read once: a Ctrl-C may arrive while this step is being logged
-        last = stop or step == self.steps
+        # Read once (a Ctrl-C may arrive while this step is logged); the last step stops too.
+        stop = self.stop or step == self.steps
         self.recent.append(loss)
         mean = sum(self.recent) / len(self.recent)
         # (The test fails for nan too: a loss that is not a number is never below the limit.)
@@ -455,12 +456,12 @@ class Progress:
         eta = (time.perf_counter() - self.start) / step * (self.steps - step)
         line = f"step {step:4d} / {self.steps:4d} | loss {loss:.4f} | eta {eta:.0f} s"
         if sys.stdout.isatty():   # \r returns to the line's start
-            print('\r' + line + '   ', end='\n' if last else '', flush=True)
-        elif last or step == 1 or step % max(1, self.steps // 10) == 0:
+            print('\r' + line + '   ', end='\n' if stop else '', flush=True)
+        elif stop or step == 1 or step % max(1, self.steps // 10) == 0:
             print(line, flush=True)
         if step % 40 == 0:
             gc.collect()   # automatic collection is off while training; PyPy needs it now and then
-        if last:   # training is over; from now on a Ctrl-C quits
+        if stop:   # training is over; from now on a Ctrl-C quits
             self.stop = True
             print(f"training took {time.perf_counter() - self.start:.1f} s")
         return stop
@@ -526,7 +527,7 @@ def load_checkpoint(path, config, given):
                 and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
                         for m in weights.values() for row in m for x in row), '')   # or 10**400
     except (ValueError, RecursionError, TypeError, KeyError, AttributeError, InputError):
-        raise InputError(f"{path} is not a usable microgpt checkpoint (damaged or edited)")
+        raise InputError(f"{path}: not a usable microgpt checkpoint (damaged or edited)") from None
     clash = [flag(name) for name in given if name in ('input', 'steps', 'learning_rate', 'save')
              or name in MODEL_SHAPE and given[name] != shape[name]]
     require(not clash, f"--load takes the model from {path} as it is; drop {', '.join(clash)}")
@@ -585,7 +586,7 @@ if __name__ == '__main__':
             check_run(config, tokenizer, n_params)
             state_dict = init_params(tokenizer.vocab_size, config, rng)
 
-            losses = []   # train() appends each loss: an error mid-run leaves those so far
+            losses = []   # filled by train(); made first: see walkthrough.md, Why it is fast
             with Progress(config, tokenizer.vocab_size) as progress:
                 train(train_docs, tokenizer, state_dict, config, losses, progress.log)
                 if config.save:   # first: the report below can take a while

@@ -38,7 +38,7 @@ FLAGS = ['--input', '--steps', '--n-layer', '--n-embd', '--n-head', '--block-siz
          '--temperature', '--num-samples', '--prompt', '--save', '--load']
 POSIX_SIGNALS = hasattr(signal, 'SIGINT') and os.name == 'posix'
 NOT_A_CHECKPOINT = 'no microgpt checkpoint (made by --save) at '   # missing, or not one at all
-DAMAGED = 'is not a usable microgpt checkpoint (damaged or edited)'   # starts like one
+DAMAGED = 'not a usable microgpt checkpoint (damaged or edited)'   # starts like one
 AS_IT_IS = '--load takes the model from ck.json as it is; drop '   # a flag it cannot take
 
 STEP_LINE = re.compile(r'^step +(\d+) / +(\d+) \| loss (\d+\.\d{4})')
@@ -316,7 +316,7 @@ class BadInputTest(CliTestCase):
         with open(self.path('ck.json'), 'rb') as f:
             data = f.read()
         self.write('half.json', data[:len(data) // 2])
-        self.assertCleanError(self.run_cli('--load', 'half.json'), mentions='half.json ' + DAMAGED)
+        self.assertCleanError(self.run_cli('--load', 'half.json'), mentions='half.json: ' + DAMAGED)
         self.write('empty.json', b'')
         self.assertCleanError(self.run_cli('--load', 'empty.json'),
                               mentions=NOT_A_CHECKPOINT + 'empty.json')
@@ -339,7 +339,7 @@ class BadInputTest(CliTestCase):
                 ck = json.loads(json.dumps(good))
                 edit(ck['state_dict'])
                 self.dump_json('bad.json', ck)
-                self.assertCleanError(self.run_cli('--load', 'bad.json'), mentions='bad.json ' + DAMAGED)
+                self.assertCleanError(self.run_cli('--load', 'bad.json'), mentions='bad.json: ' + DAMAGED)
 
     def test_load_checkpoint_with_bad_config_or_vocab(self):
         self.make_checkpoint()
@@ -358,7 +358,7 @@ class BadInputTest(CliTestCase):
                 ck = json.loads(json.dumps(good))
                 edit(ck)
                 self.dump_json('bad.json', ck)
-                self.assertCleanError(self.run_cli('--load', 'bad.json'), mentions='bad.json ' + DAMAGED)
+                self.assertCleanError(self.run_cli('--load', 'bad.json'), mentions='bad.json: ' + DAMAGED)
 
     def test_load_with_size_flag_that_contradicts_checkpoint(self):
         self.make_checkpoint()   # saved with n_embd 8, n_head 2, block_size 8, n_layer 1
@@ -394,7 +394,7 @@ class BadInputTest(CliTestCase):
         ck = self.load_json('ck.json')
         ck['state_dict']['wte'][0][0] = 10 ** 400
         self.dump_json('huge.json', ck)
-        self.assertCleanError(self.run_cli('--load', 'huge.json'), mentions='huge.json ' + DAMAGED)
+        self.assertCleanError(self.run_cli('--load', 'huge.json'), mentions='huge.json: ' + DAMAGED)
 
     def test_load_deeply_nested_json(self):
         """Valid JSON, not a checkpoint: nested deeper than Python's recursion limit."""
@@ -1250,7 +1250,7 @@ class ReviewFindingsTest(CliTestCase):
                 edit(ck)
                 self.dump_json('bad.json', ck)
                 self.assertCleanError(self.run_cli('--load', 'bad.json', timeout=30),
-                                      mentions='bad.json ' + DAMAGED)
+                                      mentions='bad.json: ' + DAMAGED)
 
 
 def count_docs(path):
@@ -1261,6 +1261,65 @@ def count_docs(path):
 # Progress's rule: training has diverged when the mean of the last 100 step losses is not below
 # this many times ln(vocab size), the loss of a uniform guess.
 DIVERGED_AT = 30
+
+
+class TtyStdout(io.StringIO):
+    def isatty(self):   # a terminal: Progress draws its live line
+        return True
+
+
+class ProgressEndTest(unittest.TestCase):
+    """Progress covers training, the save and the report: how training ends matters after it."""
+
+    def test_an_error_during_training_starts_on_a_line_of_its_own(self):
+        microgpt = import_microgpt()
+        out = TtyStdout()
+        with contextlib.redirect_stdout(out), self.assertRaises(OverflowError):
+            with microgpt.Progress(microgpt.Config(steps=10), 27) as progress:
+                progress.log(1, 3.0)
+                raise OverflowError('math range error')   # e.g. raised by the second step
+        self.assertTrue(out.getvalue().startswith('\rstep    1 /   10 | loss 3.0000'), out.getvalue())
+        self.assertTrue(out.getvalue().endswith('\n'), out.getvalue())   # the live line ended
+        # Training that ended normally has ended its line already: no blank line after it.
+        out = TtyStdout()
+        with contextlib.redirect_stdout(out), self.assertRaises(OverflowError):
+            with microgpt.Progress(microgpt.Config(steps=1), 27) as progress:
+                progress.log(1, 3.0)
+                raise OverflowError('math range error')   # e.g. raised by the report
+        self.assertRegex(out.getvalue(), r'^\rstep    1 /    1 \| loss 3\.0000 \| eta 0 s   \n'
+                                         r'training took \d+\.\d s\n$')
+
+    def test_after_training_a_ctrl_c_quits_at_once(self):
+        microgpt = import_microgpt()
+        for steps in (0, 3):   # --steps 0 trains nothing: training is over from the start
+            with self.subTest(steps=steps), contextlib.redirect_stdout(io.StringIO()), \
+                    contextlib.redirect_stderr(io.StringIO()) as err, \
+                    microgpt.Progress(microgpt.Config(steps=steps), 27) as progress:
+                for step in range(1, steps + 1):
+                    self.assertEqual(progress.log(step, 3.0), step == steps)   # the last stops
+                with self.assertRaises(KeyboardInterrupt):   # (a Ctrl-C during the report)
+                    progress.interrupt(signal.SIGINT, None)
+                self.assertEqual(err.getvalue(), '')   # no "stopping after this step"
+        # During training, the first Ctrl-C only asks to stop after the step.
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()) as err, \
+                microgpt.Progress(microgpt.Config(steps=3), 27) as progress:
+            progress.log(1, 3.0)
+            progress.interrupt(signal.SIGINT, None)
+            self.assertIn('stopping after this step', err.getvalue())
+            self.assertTrue(progress.log(2, 3.0))
+
+    def test_a_damaged_checkpoint_is_one_error_not_a_chain(self):
+        microgpt = import_microgpt()
+        with tempfile.TemporaryDirectory() as folder:
+            path = os.path.join(folder, 'ck.json')
+            with open(path, 'w', encoding='utf-8') as f:
+                f.write('{"format": "microgpt-checkpoint-1", "config": {}}')   # no state_dict
+            with self.assertRaises(microgpt.InputError) as caught:
+                microgpt.load_checkpoint(path, microgpt.Config(), {})
+        self.assertEqual(str(caught.exception),
+                         f"{path}: not a usable microgpt checkpoint (damaged or edited)")
+        self.assertTrue(caught.exception.__suppress_context__)   # a notebook shows one traceback
 
 
 class DivergenceTest(CliTestCase):
