@@ -1,6 +1,6 @@
-"""Tests for microgpt's model side: softmax, rmsnorm, the fused cross-entropy, the full GPT's
+"""Tests for microgpt's model side: logsumexp, softmax, rmsnorm, cross-entropy, the full GPT's
 gradients and attention weights, the tokenizer, load_docs and find_input, Adam, the fast paths
-(dot, linear, cross_entropy) against plain Value arithmetic, training, the tape around training,
+(dot, linear, logsumexp, softmax) against plain Value arithmetic, training, the tape around training,
 evaluation and sampling, memory and determinism.
 
 Expected numbers are derived by hand (the derivation is in a comment) or computed independently
@@ -63,19 +63,28 @@ def new_kv_cache(config):
 
 def value_log(x):
     """ln x as a Value node, for building composites: microgpt itself has no log(), as its one
-    use, the cross-entropy, is a fused node. d(ln x)/dx = 1/x."""
+    use, logsumexp, is a fused node. d(ln x)/dx = 1/x."""
     return Value(math.log(x.data), (x,), (1.0 / x.data,))
 
 
-def composite_cross_entropy(logits, target):
-    """-log softmax(logits)[target] = logsumexp(logits) - logits[target], built from Value ops:
-    max subtracted as a constant (which changes neither value nor gradient), exp, +, log, -."""
-    composite_cross_entropy.calls += 1
+def composite_logsumexp(x):
+    """log(sum_i e^x_i) built from Value ops: the max subtracted as a constant (which changes
+    neither value nor gradient), exp, +, log, then the max added back."""
+    composite_logsumexp.calls += 1
+    top = max(xi.data for xi in x)
+    return value_log(sum((xi - top).exp() for xi in x)) + top
+
+
+def composite_softmax(logits):
+    """e^x_i / sum_j e^x_j built from Value ops: exp of x - max, +, a reciprocal, *."""
+    composite_softmax.calls += 1
     top = max(x.data for x in logits)
-    return value_log(sum((x - top).exp() for x in logits)) + top - logits[target]
+    exps = [(x - top).exp() for x in logits]
+    inv_total = sum(exps) ** -1
+    return [e * inv_total for e in exps]
 
 
-composite_cross_entropy.calls = 0
+composite_logsumexp.calls = composite_softmax.calls = 0
 
 
 class TapeTestCase(unittest.TestCase):
@@ -95,7 +104,42 @@ def float_softmax(xs):
     return [e / total for e in exps]
 
 
-# %% softmax, rmsnorm, cross_entropy
+# %% logsumexp, softmax, rmsnorm, cross_entropy
+class TestLogsumexp(TapeTestCase):
+    def test_hand_values(self):
+        # log(e^0 + e^(ln 2) + e^(ln 3)) = log(1 + 2 + 3) = ln 6; and log(e^a) = a for one value
+        lse = microgpt.logsumexp([Value(0.0), Value(math.log(2)), Value(math.log(3))])
+        self.assertAlmostEqual(lse.data, math.log(6), delta=1e-15)
+        self.assertEqual(microgpt.logsumexp([Value(-7.5)]).data, -7.5)
+
+    def test_one_node_whose_local_gradients_are_softmax(self):
+        # d/dx_i log(sum_j e^x_j) = e^x_i / sum_j e^x_j: for [0, ln 2, ln 3], (1, 2, 3) / 6
+        leaves = [Value(0.0), Value(math.log(2)), Value(math.log(3))]
+        start = len(Value.tape)
+        lse = microgpt.logsumexp(leaves)
+        self.assertEqual(Value.tape[start:], [lse])
+        self.assertEqual(lse._children, tuple(leaves))
+        for g, expected in zip(lse._local_grads, (1 / 6, 2 / 6, 3 / 6)):
+            self.assertAlmostEqual(g, expected, delta=1e-15)
+
+    def test_large_and_small_values_stay_finite(self):
+        # log(e^1000 + e^1000) = 1000 + ln 2, though e^1000 alone overflows a float;
+        # log(e^-1000 + e^-1001) = -1000 + ln(1 + 1/e), though e^-1000 rounds to 0.
+        self.assertAlmostEqual(microgpt.logsumexp([Value(1000.0)] * 2).data, 1000 + math.log(2),
+                               delta=1e-12)
+        lse = microgpt.logsumexp([Value(-1000.0), Value(-1001.0)])
+        self.assertAlmostEqual(lse.data, -1000 + math.log(1 + 1 / math.e), delta=1e-12)
+
+    def test_gradient_against_finite_differences(self):
+        rng = random.Random(15)
+        for n in (1, 2, 6):
+            xs = [rng.gauss(0, 2) for _ in range(n)]
+            leaves = [Value(x) for x in xs]
+            (microgpt.logsumexp(leaves) * 1.5).backward()
+            f = lambda v: 1.5 * math.log(sum(math.exp(x) for x in v))  # noqa: E731
+            assert_grads_match(self, leaves, f, xs)
+
+
 class TestSoftmax(TapeTestCase):
     def test_hand_values(self):
         # exp(0), exp(ln 2), exp(ln 3) = 1, 2, 3 -> 1/6, 2/6, 3/6
@@ -135,19 +179,50 @@ class TestSoftmax(TapeTestCase):
         out.backward()
         assert_grads_match(self, leaves, f, xs)
 
-    def test_one_reciprocal_shared_by_all(self):
-        # softmax of n Values adds 4n + 1 nodes: n of x - top (top is a plain number, so one node
-        # each), n exp, n for sum() (0 + e0, then + e1, ...), ONE total ** -1, and n products.
-        # Dividing each e by the total instead would take 5n: a reciprocal per output.
+    def test_one_logsumexp_node_then_one_node_per_probability(self):
+        # softmax of n Values adds n + 1 nodes: ONE logsumexp over all n, then each p_i =
+        # e^(x_i - lse) with the two children x_i and lse, local gradients p_i and -p_i.
+        # (Built from exp, + and a shared reciprocal, as composite_softmax does, it takes 4n + 1.)
         for n in (1, 3, 27):
             logits = [Value(float(i)) for i in range(n)]   # leaves: not on the tape
             start = len(Value.tape)
             probs = microgpt.softmax(logits)
+            self.assertEqual(len(Value.tape) - start, n + 1, n)
+            lse = Value.tape[start]
+            self.assertEqual(lse._children, tuple(logits))
+            self.assertEqual(Value.tape[start + 1:], probs)
+            for x, p in zip(logits, probs):
+                self.assertEqual(p._children, (x, lse))
+                self.assertEqual(p._local_grads, (p.data, -p.data))
+            start = len(Value.tape)
+            composite_softmax(logits)
             self.assertEqual(len(Value.tape) - start, 4 * n + 1, n)
-            self.assertEqual(len(probs), n)
+
+    def test_matches_a_composite_of_value_operations(self):
+        # The same probabilities built node by node (exp, +, ** -1, *): same values and the same
+        # gradients of a weighted sum of them.
+        rng = random.Random(14)
+        for n in (1, 2, 5, 27):
+            xs = [rng.gauss(0, 3) for _ in range(n)]
+            ws = [rng.uniform(-1, 1) for _ in range(n)]
+            fast, composite = [Value(x) for x in xs], [Value(x) for x in xs]
+            a = sum(p * w for w, p in zip(ws, microgpt.softmax(fast)))
+            a.backward()
+            b = sum(p * w for w, p in zip(ws, composite_softmax(composite)))
+            b.backward()
+            self.assertAlmostEqual(a.data, b.data, delta=1e-14)
+            for u, v in zip(fast, composite):
+                self.assertAlmostEqual(u.grad, v.grad, delta=1e-14)
 
 
 class TestLinear(TapeTestCase):
+    def test_empty_vector_gives_float_zeros_off_the_tape(self):
+        # No columns: each row's dot product is the empty sum, 0.0 (a float, like every other
+        # Value's data), with no children, so nothing is recorded on the tape.
+        out = microgpt.linear([], [[], []])
+        self.assertEqual([(type(y.data), y.data, y._children) for y in out], [(float, 0.0, [])] * 2)
+        self.assertEqual(Value.tape, [])
+
     def test_hand_values_and_gradients(self):
         # w = [[1, 2], [3, -1], [0.5, 0]], x = [4, -2]:
         #   y = w @ x = [1*4 + 2*(-2), 3*4 + (-1)*(-2), 0.5*4 + 0*(-2)] = [0, 14, 2]
@@ -253,16 +328,17 @@ class TestCrossEntropy(TapeTestCase):
             onehot = [1.0 if i == target else 0.0 for i in range(3)]
             self.assertEqual([v.grad for v in leaves], [p - o for p, o in zip([0.0, 0.0, 1.0], onehot)])
 
-    def test_is_one_node_over_the_logits(self):
-        # Fused, like dot(): the whole loss is a single node whose children are the logits, and
-        # whose local gradients are softmax - one_hot (checked by hand below).
+    def test_is_logsumexp_minus_the_target_logit(self):
+        # Three nodes: logsumexp over all the logits, -logits[target], and their sum.
         leaves = [Value(x) for x in (0.5, -1.0, 2.0, 0.0)]
         start = len(Value.tape)
         loss = microgpt.cross_entropy(leaves, 2)
-        self.assertEqual(len(Value.tape) - start, 1)
-        self.assertIs(Value.tape[-1], loss)
-        self.assertEqual(len(loss._children), 4)
-        self.assertTrue(all(c is v for c, v in zip(loss._children, leaves)))
+        lse, minus_target = Value.tape[start:start + 2]
+        self.assertEqual(Value.tape[start:], [lse, minus_target, loss])
+        self.assertEqual(lse._children, tuple(leaves))
+        self.assertEqual(minus_target._children, (leaves[2],))
+        self.assertEqual(loss._children, (lse, minus_target))
+        self.assertEqual(loss.data, lse.data - 2.0)
 
     def test_matches_a_composite_of_value_operations(self):
         # The same loss built node by node (exp, sum, log, -) must agree in value and gradient.
@@ -273,7 +349,7 @@ class TestCrossEntropy(TapeTestCase):
             fused, composite = [Value(x) for x in xs], [Value(x) for x in xs]
             a = microgpt.cross_entropy(fused, target)
             (a * 0.5).backward()   # through one more node: each local gradient times 0.5
-            b = composite_cross_entropy(composite, target)   # (a's graph stays on the tape)
+            b = composite_logsumexp(composite) - composite[target]   # (a's graph stays on the tape)
             (b * 0.5).backward()
             self.assertAlmostEqual(a.data, b.data, delta=1e-12)
             for u, v in zip(fused, composite):
@@ -485,6 +561,61 @@ class TestModel(TapeTestCase):
         logits = float_forward(tokens[:-1], sd, config)
         expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:])) / 4
         self.assertAlmostEqual(loss.data, expected, delta=1e-12)
+
+    def test_mlp_gives_fc2_only_the_active_units(self):
+        # Squared ReLU is exactly 0, with slope 0, for every input <= 0. gpt() hands fc2 just the
+        # other units, with their columns of fc2: the logits are those of the dense float
+        # reference, and fc2's nodes have 2 children per active unit, not 2 per unit.
+        config, tok, sd = tiny_model(seed=4, n_layer=1)
+        calls, linear = [], microgpt.linear
+
+        def recording_linear(x, w):
+            out = linear(x, w)
+            calls.append((x, w, out))
+            return out
+        kv = new_kv_cache(config)
+        tokens = [tok.bos, 0, 1, 2]
+        expected = float_forward(tokens, sd, config)
+        with mock.patch.object(microgpt, 'linear', recording_linear):
+            for pos, t in enumerate(tokens):
+                logits = microgpt.gpt(t, pos, kv, sd, config)
+                for a, b in zip(logits, expected[pos]):
+                    self.assertAlmostEqual(a.data, b, delta=1e-12)
+        fc1, fc2 = sd['layer0.mlp.fc1'], sd['layer0.mlp.fc2']
+        fc1_calls = [i for i, (x, w, out) in enumerate(calls) if w is fc1]
+        self.assertEqual(len(fc1_calls), 4)   # one per position
+        active_counts = []
+        for i in fc1_calls:
+            hidden = calls[i][2]
+            active = [j for j, h in enumerate(hidden) if h.data > 0]
+            x, w, out = calls[i + 1]   # the next matrix product is fc2's
+            self.assertEqual([xj._children for xj in x], [(hidden[j],) for j in active])
+            self.assertEqual(len(w), len(fc2))
+            for row, fc2_row in zip(w, fc2):
+                self.assertEqual(len(row), len(active))
+                self.assertTrue(all(a is fc2_row[j] for a, j in zip(row, active)))
+            self.assertTrue(all(len(node._children) == 2 * len(active) for node in out))
+            active_counts.append(len(active))
+        # some units are active and some are not, so the test sees both kinds
+        self.assertTrue(all(0 < n < 4 * config.n_embd for n in active_counts), active_counts)
+
+    def test_mlp_with_no_active_unit(self):
+        # fc1 = 0: every hidden unit is 0, so fc2 gets no inputs at all. Its outputs are then the
+        # float 0.0 (an empty sum started at 0.0, not the int 0), constants with no gradient.
+        config, tok, sd = tiny_model(seed=5, n_layer=1)
+        for row in sd['layer0.mlp.fc1']:
+            for p in row:
+                p.data = 0.0
+        tokens = [tok.bos, 1, 0, tok.bos]
+        logits = float_forward(tokens[:-1], sd, config)
+        expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:])) / 3
+        loss = microgpt.document_loss(tokens, sd, config)
+        self.assertAlmostEqual(loss.data, expected, delta=1e-12)
+        self.assertTrue(all(type(node.data) is float for node in Value.tape))
+        loss.backward()
+        for name in ('layer0.mlp.fc1', 'layer0.mlp.fc2'):
+            self.assertEqual({p.grad for row in sd[name] for p in row}, {0.0}, name)
+        self.assertTrue(any(p.grad != 0.0 for row in sd['layer0.attn.wv'] for p in row))
 
     def test_gradients_of_every_matrix_against_finite_differences(self):
         config, tok, sd = tiny_model(seed=1)
@@ -742,24 +873,26 @@ def live_values():
 
 class TestTraining(TapeTestCase):
     def test_fast_paths_match_atomic_operations(self):
-        # dot() and linear() as plain * and + nodes, cross_entropy() as exp, +, log and - nodes:
-        # the same losses and the same weights after three steps of training.
+        # dot() and linear() as plain * and + nodes, logsumexp() and softmax() as exp, +, log
+        # and ** -1 nodes: the same losses and the same weights after three steps of training.
         config = microgpt.Config(n_layer=2, n_embd=8, n_head=2, block_size=6, learning_rate=0.01)
         tok = microgpt.Tokenizer(''.join(NAMES))
         fast_losses, fast_weights = run_steps(21, 3, config, tok, NAMES)
-        calls = atomic_dot.calls, atomic_linear.calls, composite_cross_entropy.calls
-        with mock.patch.object(microgpt, 'dot', atomic_dot), \
-                mock.patch.object(microgpt, 'linear', atomic_linear), \
-                mock.patch.object(microgpt, 'cross_entropy', composite_cross_entropy):
+        patches = {'dot': atomic_dot, 'linear': atomic_linear, 'logsumexp': composite_logsumexp,
+                   'softmax': composite_softmax}
+        calls = {name: f.calls for name, f in patches.items()}
+        with contextlib.ExitStack() as stack:
+            for name, f in patches.items():
+                stack.enter_context(mock.patch.object(microgpt, name, f))
             slow_losses, slow_weights = run_steps(21, 3, config, tok, NAMES)
-        # the patches really took effect: one cross-entropy per prediction, and 'ana', 'bob',
-        # 'cara' make 4 + 4 + 5 predictions
-        self.assertGreater(atomic_dot.calls - calls[0], 100)
-        self.assertGreater(atomic_linear.calls - calls[1], 100)
-        self.assertEqual(composite_cross_entropy.calls - calls[2], 13)
-        self.assertIsNot(microgpt.dot, atomic_dot)   # and were undone
-        self.assertIsNot(microgpt.linear, atomic_linear)
-        self.assertIsNot(microgpt.cross_entropy, composite_cross_entropy)
+        # the patches really took effect: one logsumexp per prediction ('ana', 'bob', 'cara'
+        # make 4 + 4 + 5), one softmax per head per position (2 layers x 2 heads x 13)
+        self.assertGreater(atomic_dot.calls - calls['dot'], 100)
+        self.assertGreater(atomic_linear.calls - calls['linear'], 100)
+        self.assertEqual(composite_logsumexp.calls - calls['logsumexp'], 13)
+        self.assertEqual(composite_softmax.calls - calls['softmax'], 2 * 2 * 13)
+        for name, f in patches.items():   # and were undone
+            self.assertIsNot(getattr(microgpt, name), f)
         self.assertEqual(len(fast_losses), 3)
         for a, b in zip(fast_losses, slow_losses):
             self.assertAlmostEqual(a, b, delta=1e-9)
