@@ -146,7 +146,7 @@ def linear(x, w):
     x_data = [xi.data for xi in x]   # read once for all rows, not once per row: ~9% faster
     w_data = [[wi.data for wi in row] for row in w]
     return [Value(sum(map(operator.mul, row_data, x_data), 0.0), row + x, x_data + row_data)
-            for row, row_data in zip(w, w_data)]   # (0.0: so that an empty sum is a float too)
+            for row, row_data in zip(w, w_data)]   # (0.0, not 0: an int in any Value slows PyPy)
 
 
 def dot(a, b):
@@ -181,8 +181,8 @@ def flat_params(state_dict):
 
 # %% Model
 def logsumexp(x):
-    """log(e^x_0 + e^x_1 + ...) as ONE node: d/dx_i = e^x_i / sum_j e^x_j, which is softmax(x)_i.
-    Subtracting the largest x first (added back after the log) keeps exp() from overflowing."""
+    """log(e^x_0 + e^x_1 + ...) as ONE node: d/dx_i = e^x_i / sum_j e^x_j = softmax(x)_i, reused by
+    softmax(). Subtracting the largest x first (added back after the log) keeps exp() in range."""
     top = max(xi.data for xi in x)
     exps = [math.exp(xi.data - top) for xi in x]
     total = sum(exps)   # at least 1 (the largest x gives e^0), so its log is always defined
@@ -239,9 +239,9 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
         x = rmsnorm(x)
         x = linear(x, state_dict[f'layer{i}.mlp.fc1'])
         x = [xi.relu_squared() for xi in x]   # squared ReLU: a cheap, smooth-ish nonlinearity
-        # Most units are now exactly 0 (half at first, 4 in 5 once trained), with slope 0: they add
-        # nothing to fc2's sums and take no gradient back, so fc2 reads just the others (faster).
-        active = [j for j, xj in enumerate(x) if xj.data != 0.0]
+        # Many units are now 0 (about half at first, 4 in 5 once trained), and with slope 0: such a
+        # unit adds nothing to fc2's sums and passes no gradient back, so fc2 reads just the others.
+        active = [j for j, xj in enumerate(x) if xj.data != 0.0 or any(xj._local_grads)]
         fc2 = [[row[j] for j in active] for row in state_dict[f'layer{i}.mlp.fc2']]   # just those
         x = linear([x[j] for j in active], fc2)
         x = [a + b for a, b in zip(x, x_residual)]
@@ -250,8 +250,8 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
 
 # %% Loss
 def cross_entropy(logits, target):
-    """-log(softmax(logits)[target]) = logsumexp(logits) - logits[target], in nats. Its gradient
-    is softmax - one_hot(target): each logit is pushed down by its probability, the right one up."""
+    """-log(softmax(logits)[target]) = logsumexp(logits) - logits[target], in nats; it never takes
+    log(0). Gradient softmax - one_hot: each logit down by its probability, the target up by 1."""
     return logsumexp(logits) - logits[target]
 
 
@@ -349,7 +349,7 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
 
 
 def print_samples(state_dict, tokenizer, config):
-    """Print the samples. (A function: a name the Run sets after training makes PyPy recompile.)"""
+    """Print the samples. (A function, as a global assigned after training makes PyPy recompile.)"""
     print("--- samples ---")
     rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
     for i in range(1, config.num_samples + 1):
@@ -432,8 +432,8 @@ class Progress:
 
     def __enter__(self):   # Ctrl-C is ours until the report is done
         self.previous = signal.signal(signal.SIGINT, self.interrupt)
-        # ~3,400 Values a step, in no reference cycle: reference counting frees them, so the cycle
-        # collector can be off (~30% faster on CPython; PyPy has none: log(), evaluate() collect).
+        # ~3,000 Values a step, in no reference cycle: reference counting frees them, so the cycle
+        # collector can be off (~20% faster on CPython; PyPy has none: log(), evaluate() collect).
         gc.disable()
         return self
 

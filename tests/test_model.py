@@ -599,6 +599,68 @@ class TestModel(TapeTestCase):
         # some units are active and some are not, so the test sees both kinds
         self.assertTrue(all(0 < n < 4 * config.n_embd for n in active_counts), active_counts)
 
+    def test_mlp_skips_a_unit_only_if_its_value_and_slope_are_0(self):
+        # Rows of fc1 made from one row k whose output at position 0 is clearly positive, z_k:
+        # row 0 = 1e-8 * row k (value ~1e-16 z_k^2, tiny but not 0: kept), row 1 = 1e-170 * row k
+        # (its square underflows to 0.0, but the slope 2e-170 z_k does not: kept), row 2 = 0
+        # (value 0, slope 0: skipped), row 3 = -row k (negative: value 0, slope 0: skipped).
+        config, tok, sd = tiny_model(seed=4, n_layer=1)
+        fc1, fc2 = sd['layer0.mlp.fc1'], sd['layer0.mlp.fc2']
+        calls, linear = [], microgpt.linear
+
+        def recording_linear(x, w):
+            out = linear(x, w)
+            calls.append((x, w, out))
+            return out
+
+        def fc2_inputs_at_position_0():
+            calls.clear()
+            with mock.patch.object(microgpt, 'linear', recording_linear):
+                microgpt.gpt(tok.bos, 0, new_kv_cache(config), sd, config)
+            i = next(i for i, (x, w, out) in enumerate(calls) if w is fc1)
+            return calls[i][2], calls[i + 1][0]
+        hidden, _ = fc2_inputs_at_position_0()
+        k = max(range(4, len(fc1)), key=lambda j: hidden[j].data)
+        self.assertGreater(hidden[k].data, 0.1)
+        for j, scale in ((0, 1e-8), (1, 1e-170), (2, 0.0), (3, -1.0)):
+            for p, q in zip(fc1[j], fc1[k]):
+                p.data = scale * q.data
+        hidden, fc2_x = fc2_inputs_at_position_0()
+        self.assertGreater(hidden[0].data, 0.0)
+        self.assertEqual(hidden[1].data ** 2, 0.0)
+        kept = [xj._children[0] for xj in fc2_x]   # the fc1 outputs behind fc2's inputs
+        self.assertTrue(any(h is hidden[0] for h in kept))
+        self.assertTrue(any(h is hidden[1] for h in kept))
+        self.assertFalse(any(h is hidden[2] or h is hidden[3] for h in kept))
+        self.assertTrue(any(h is hidden[k] for h in kept))
+
+    def test_mlp_with_another_nonlinearity_keeps_units_at_0_with_a_slope(self):
+        # A learner swaps squared ReLU for tanh. With fc1 = 0 every hidden unit is tanh(0) = 0,
+        # but its slope is 1, so it must still reach fc2 and pass gradient back to fc1: fc1's
+        # gradient must match central differences of the loss, and not be all 0.
+        def tanh(self):
+            t = math.tanh(self.data)
+            return Value(t, (self,), (1 - t * t,))
+        config, tok, sd = tiny_model(seed=8, n_layer=1)
+        for row in sd['layer0.mlp.fc1']:
+            for p in row:
+                p.data = 0.0
+        tokens = [tok.bos, 2, 0, tok.bos]
+        with mock.patch.object(Value, 'relu_squared', tanh):
+            loss = microgpt.document_loss(tokens, sd, config)
+            loss.backward()
+            fc1 = sd['layer0.mlp.fc1']
+            self.assertTrue(any(p.grad != 0.0 for row in fc1 for p in row))
+            for r, c in ((0, 0), (5, 3), (17, 7), (31, 2)):
+                p, saved = fc1[r][c], fc1[r][c].data
+                losses = []
+                for value in (saved + H, saved - H):
+                    p.data = value
+                    losses.append(microgpt.document_loss(tokens, sd, config).data)
+                p.data = saved
+                fd = (losses[0] - losses[1]) / (2 * H)
+                self.assertTrue(close(p.grad, fd, 1e-8, 1e-5), (r, c, p.grad, fd))
+
     def test_mlp_with_no_active_unit(self):
         # fc1 = 0: every hidden unit is 0, so fc2 gets no inputs at all. Its outputs are then the
         # float 0.0 (an empty sum started at 0.0, not the int 0), constants with no gradient.
@@ -609,9 +671,18 @@ class TestModel(TapeTestCase):
         tokens = [tok.bos, 1, 0, tok.bos]
         logits = float_forward(tokens[:-1], sd, config)
         expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:])) / 3
-        loss = microgpt.document_loss(tokens, sd, config)
+        fc2_outputs, linear = [], microgpt.linear
+
+        def recording_linear(x, w):
+            out = linear(x, w)
+            if w and len(w) == len(sd['layer0.mlp.fc2']) and not x:
+                fc2_outputs.extend(out)
+            return out
+        with mock.patch.object(microgpt, 'linear', recording_linear):
+            loss = microgpt.document_loss(tokens, sd, config)
         self.assertAlmostEqual(loss.data, expected, delta=1e-12)
-        self.assertTrue(all(type(node.data) is float for node in Value.tape))
+        self.assertEqual(len(fc2_outputs), 3 * config.n_embd)   # 3 positions, no inputs each
+        self.assertEqual({(type(y.data), y.data) for y in fc2_outputs}, {(float, 0.0)})
         loss.backward()
         for name in ('layer0.mlp.fc1', 'layer0.mlp.fc2'):
             self.assertEqual({p.grad for row in sd[name] for p in row}, {0.0}, name)
