@@ -275,7 +275,7 @@ class Adam:
         self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
         # Running means of each gradient (first moment) and of its square (second moment).
         self.m, self.v = [0.0] * len(params), [0.0] * len(params)
-        self.t = 0                     # steps taken
+        self.t = 0   # steps taken
 
     def step(self, lr):
         """Update every parameter from its .grad, reset .grad to 0 for the next backward(), and
@@ -433,7 +433,7 @@ class Progress:
     def __enter__(self):   # Ctrl-C is ours until the report is done
         self.previous = signal.signal(signal.SIGINT, self.interrupt)
         # ~3,000 Values a step, in no reference cycle: reference counting frees them, so the cycle
-        # collector can be off (~20% faster on CPython; PyPy has none: log(), evaluate() collect).
+        # collector can be off (training took ~20% longer with it; PyPy: log(), evaluate() collect).
         gc.disable()
         return self
 
