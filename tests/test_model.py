@@ -437,6 +437,20 @@ def float_forward(tokens, state_dict, config, attention=None):
     return out
 
 
+@contextlib.contextmanager
+def recorded_linear_calls():
+    """While active, every microgpt.linear(x, w) call is appended to the yielded list as
+    (x, w, out)."""
+    calls, linear = [], microgpt.linear
+
+    def recording_linear(x, w):
+        out = linear(x, w)
+        calls.append((x, w, out))
+        return out
+    with mock.patch.object(microgpt, 'linear', recording_linear):
+        yield calls
+
+
 class TestModel(TapeTestCase):
     def test_param_shapes(self):
         config, tok, sd = tiny_model()
@@ -567,16 +581,10 @@ class TestModel(TapeTestCase):
         # other units, with their columns of fc2: the logits are those of the dense float
         # reference, and fc2's nodes have 2 children per active unit, not 2 per unit.
         config, tok, sd = tiny_model(seed=4, n_layer=1)
-        calls, linear = [], microgpt.linear
-
-        def recording_linear(x, w):
-            out = linear(x, w)
-            calls.append((x, w, out))
-            return out
         kv = new_kv_cache(config)
         tokens = [tok.bos, 0, 1, 2]
         expected = float_forward(tokens, sd, config)
-        with mock.patch.object(microgpt, 'linear', recording_linear):
+        with recorded_linear_calls() as calls:
             for pos, t in enumerate(tokens):
                 logits = microgpt.gpt(t, pos, kv, sd, config)
                 for a, b in zip(logits, expected[pos]):
@@ -605,17 +613,10 @@ class TestModel(TapeTestCase):
         # (its square underflows to 0.0, but the slope 2e-170 z_k does not: kept), row 2 = 0
         # (value 0, slope 0: skipped), row 3 = -row k (negative: value 0, slope 0: skipped).
         config, tok, sd = tiny_model(seed=4, n_layer=1)
-        fc1, fc2 = sd['layer0.mlp.fc1'], sd['layer0.mlp.fc2']
-        calls, linear = [], microgpt.linear
-
-        def recording_linear(x, w):
-            out = linear(x, w)
-            calls.append((x, w, out))
-            return out
+        fc1 = sd['layer0.mlp.fc1']
 
         def fc2_inputs_at_position_0():
-            calls.clear()
-            with mock.patch.object(microgpt, 'linear', recording_linear):
+            with recorded_linear_calls() as calls:
                 microgpt.gpt(tok.bos, 0, new_kv_cache(config), sd, config)
             i = next(i for i, (x, w, out) in enumerate(calls) if w is fc1)
             return calls[i][2], calls[i + 1][0]
@@ -671,15 +672,10 @@ class TestModel(TapeTestCase):
         tokens = [tok.bos, 1, 0, tok.bos]
         logits = float_forward(tokens[:-1], sd, config)
         expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:])) / 3
-        fc2_outputs, linear = [], microgpt.linear
-
-        def recording_linear(x, w):
-            out = linear(x, w)
-            if w and len(w) == len(sd['layer0.mlp.fc2']) and not x:
-                fc2_outputs.extend(out)
-            return out
-        with mock.patch.object(microgpt, 'linear', recording_linear):
+        with recorded_linear_calls() as calls:
             loss = microgpt.document_loss(tokens, sd, config)
+        fc2_outputs = [y for x, w, out in calls if len(w) == len(sd['layer0.mlp.fc2']) and not x
+                       for y in out]
         self.assertAlmostEqual(loss.data, expected, delta=1e-12)
         self.assertEqual(len(fc2_outputs), 3 * config.n_embd)   # 3 positions, no inputs each
         self.assertEqual({(type(y.data), y.data) for y in fc2_outputs}, {(float, 0.0)})
