@@ -17,8 +17,8 @@ from dataclasses import dataclass, fields, replace
 # %% Settings
 @dataclass
 class Config:
-    """Every setting of a run. Each is also a flag (--n-embd 32). In a notebook, change a
-    default here, then run this cell and the Run cell again."""
+    """Every setting of a run. Each is also a flag (--n-embd 32). In a notebook, change a default
+    here and run this cell, or run `config = replace(config, n_layer=2)`; then the Run cell."""
     input: str = 'input.txt'     # training text: one document (here, one name) per line
     n_layer: int = 1             # transformer blocks stacked on top of each other
     n_embd: int = 16             # width of each token's vector (the "residual stream")
@@ -29,9 +29,13 @@ class Config:
     seed: int = 42               # seeds every random choice, so a run can be repeated exactly
     temperature: float = 0.5     # sampling: below 1 plays it safe, above 1 takes chances
     num_samples: int = 20        # names to invent after training
+    top_k: int = 0               # sampling: draw from the k likeliest tokens only (0: from all)
     prompt: str = ''             # every sample starts with this text
     save: str = ''               # write the trained model to this JSON file
     load: str = ''               # skip training: sample from a model saved with --save
+
+
+config = Config()   # this run's settings; the Run cell applies the flags to it
 
 
 # %% Dataset
@@ -70,22 +74,21 @@ def doc_tokens(doc, tokenizer, block_size):
 class Value:
     """One number in the computation, plus what it takes to run the chain rule back through it.
     Every operation makes a new Value that remembers its inputs (`_children`) and the local
-    derivative of its output with respect to each input (`_local_grads`), and records itself on
-    the tape. backward() replays the tape from the newest Value to the oldest, multiplying local
-    derivatives together: reverse-mode automatic differentiation, as PyTorch and JAX do it."""
+    derivative with respect to each (`_local_grads`). backward() walks that graph from the output
+    back to the inputs: reverse-mode automatic differentiation. Nothing else keeps a Value: it
+    lives as long as something uses it."""
     __slots__ = ('data', 'grad', '_children', '_local_grads')
-    tape = []   # every computed Value, in the order made; Adam.step() clears it
+    tape = None   # a list while Value.recording() is on: see there
 
     def __init__(self, data, children=(), local_grads=()):
         self.data = data                  # the number itself, computed on the forward pass
-        self.grad = 0.0                   # d(loss)/d(this number), filled in by backward()
+        self.grad = 0.0                   # d(output)/d(this number), filled in by backward()
         self._children = children         # the Values this one was computed from
         self._local_grads = local_grads   # d(this)/d(child), one per child
-        if children:                      # (a weight or other input has nothing to replay)
+        if children and Value.tape is not None:
             Value.tape.append(self)
 
-    def __repr__(self):   # what a notebook shows for print(loss)
-        return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"
+    def __repr__(self): return f"Value(data={self.data:.6g}, grad={self.grad:.6g})"   # print(loss)
 
     # Each operation: its forward value, then its local derivative with respect to each input.
     # A plain number (2, 1e-5, len(x)) is a constant: it needs no gradient, so it is not a node.
@@ -99,42 +102,73 @@ class Value:
             return Value(self.data * other.data, (self, other), (other.data, self.data))
         return Value(self.data * other, (self,), (other,))
 
-    def __truediv__(self, other):  # a / b = a * b^-1
-        return self * other ** -1
-
     def __pow__(self, k):        # k is a plain number: d(a^k)/da = k * a^(k-1)
         return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
 
-    def __neg__(self):           # d(-a)/da = -1
-        return Value(-self.data, (self,), (-1.0,))
-
-    def __sub__(self, other):    # a - b = a + (-b)
-        return self + (-other)
-
     def exp(self):               # d(e^a)/da = e^a
-        out = math.exp(self.data)
-        return Value(out, (self,), (out,))
+        return Value(math.exp(self.data), (self,), (math.exp(self.data),))
+
+    def log(self):               # d(ln a)/da = 1/a
+        return Value(math.log(self.data), (self,), (1.0 / self.data,))
+
+    def tanh(self):              # d(tanh a)/da = 1 - tanh(a)^2
+        return Value(math.tanh(self.data), (self,), (1.0 - math.tanh(self.data) ** 2,))
+
+    def relu(self):              # d(max(0, a))/da = 1 if a > 0 else 0
+        return Value(max(0.0, self.data), (self,), (float(self.data > 0),))
 
     def relu_squared(self):      # d(max(0, a)^2)/da = 2 max(0, a)
         return Value(max(0.0, self.data) ** 2, (self,), (2.0 * max(0.0, self.data),))
 
-    __radd__, __rmul__ = __add__, __mul__   # a number on the left: 2 + a is a + 2, 2 * a is a * 2
+    # The rest are made of the above. Python calls __rsub__ for 2 - a, __rtruediv__ for 2 / a.
+    def __neg__(self): return self * -1.0                     # -a = a * -1
+    def __sub__(self, other): return self + (-other)          # a - b = a + (-b)
+    def __rsub__(self, other): return other + (-self)         # b - a = b + (-a)
+    def __truediv__(self, other): return self * other ** -1   # a / b = a * b^-1
+    def __rtruediv__(self, other): return self ** -1 * other  # b / a = a^-1 * b
+    __radd__, __rmul__ = __add__, __mul__                     # b + a = a + b, b * a = a * b
 
     def backward(self):
-        """Fill in .grad of every Value self was computed from: d(self)/d(that Value). Each Value
-        is on the tape after the Values it was computed from, so newest-first is an order in which
-        every gradient is complete before it is passed on: no graph search, no sort. Computed
-        Values start again from 0; inputs (the weights) add up, as in PyTorch, until reset."""
-        if self._children and self not in Value.tape:
-            raise RuntimeError("this Value's graph is no longer on the tape: compute it again")
-        for node in Value.tape:
+        """Fill in .grad of every Value self was computed from: d(self)/d(that Value). Newest
+        first, so that a Value passes its gradient on only once all of it has arrived. Computed
+        Values start from 0 each time; leaves (the weights) add up over calls until reset, as in
+        PyTorch, which keeps the graph for a second backward() only if asked (retain_graph)."""
+        nodes = Value.tape if Value.tape and Value.tape[-1] is self else self.graph()
+        for node in nodes:
             node.grad = 0.0
         self.grad = 1.0
-        for node in reversed(Value.tape):
+        for node in reversed(nodes):
             node_grad = node.grad
             if node_grad:   # (zero for Values off self's path: they have nothing to pass on)
                 for child, local_grad in zip(node._children, node._local_grads):
                     child.grad += local_grad * node_grad
+
+    def graph(self):
+        """self and every computed Value it depends on, each after its inputs (a topological order),
+        by depth-first search as in micrograd; a loop, as recursion would fail 1000 Values deep."""
+        order, seen, stack = [], set(), [(self, False)]
+        while stack:
+            node, inputs_listed = stack.pop()
+            if inputs_listed:
+                order.append(node)
+            elif node not in seen:
+                seen.add(node)   # list it once its inputs are: they go on the stack above it
+                stack += [(node, True)] + [(c, False) for c in node._children if c._children]
+        return order
+
+    @staticmethod
+    @contextlib.contextmanager
+    def recording():
+        """Inside `with Value.recording():` each computed Value is also appended to Value.tape as
+        it is made: a Wengert list, or tape. A Value is made after its inputs, so the tape is in
+        order already: backward() from its newest Value replays it instead of searching the graph.
+        train() records each step. The rule: a Value made before the recording must not be an
+        input to one made in it (backward() would not look past it)."""
+        Value.tape = []
+        try:
+            yield
+        finally:
+            Value.tape = None
 
 
 def linear(x, w):
@@ -175,10 +209,6 @@ def init_params(vocab_size, config, rng):
             for name, (rows, cols) in param_shapes(vocab_size, config).items()}
 
 
-def flat_params(state_dict):
-    return [p for matrix in state_dict.values() for row in matrix for p in row]
-
-
 # %% Model
 def logsumexp(x):
     """log(e^x_0 + e^x_1 + ...) as ONE node: d/dx_i = e^x_i / sum_j e^x_j = softmax(x)_i, reused by
@@ -196,55 +226,65 @@ def softmax(logits):
     return [Value(p, (x, lse), (p, -p)) for x, p in zip(logits, lse._local_grads)]
 
 
-def rmsnorm(x):
-    """Rescale x to a root-mean-square of 1 (no learned gain), so every block sees inputs of the
-    same size however large the residual stream grows. 1e-5 avoids dividing by zero."""
+def rmsnorm(x, gain=None):
+    """Rescale x to a root-mean-square of 1, so every block sees inputs of the same size however
+    large the residual stream grows. 1e-5 avoids dividing by zero. No learned gain (GPT-2 has
+    one): to learn one, add e.g. 'layer0.ln_1': (1, n_embd) to param_shapes. It scales by 1 + g,
+    as in Gemma, so that it starts near 1."""
     scale = (dot(x, x) / len(x) + 1e-5) ** -0.5   # 1 / sqrt(mean of the squares)
+    if gain:
+        return [xi * scale * (1 + g) for xi, g in zip(x, gain[0])]
     return [xi * scale for xi in x]
+
+
+def attention(x, layer, kv_cache, state_dict, config):
+    """Multi-head causal self-attention at one position (nanoGPT's CausalSelfAttention). The
+    position's key and value join this layer's cache; its query attends over every cached
+    position: itself and the past, never the future, so no mask is needed. Each head's weights
+    are appended to the cache's third list, for looking inside."""
+    head_dim = config.n_embd // config.n_head
+    q = linear(x, state_dict[f'{layer}.attn.wq'])
+    k = linear(x, state_dict[f'{layer}.attn.wk'])
+    v = linear(x, state_dict[f'{layer}.attn.wv'])
+    keys, values, attention_weights = kv_cache
+    keys.append(k)
+    values.append(v)
+    heads = []
+    for h in range(config.n_head):
+        lo, hi = h * head_dim, (h + 1) * head_dim
+        scores = linear(q[lo:hi], [k_t[lo:hi] for k_t in keys])   # q.k_t, for every t so far
+        # Dividing by sqrt(head_dim) keeps the scores' spread independent of head size, so
+        # softmax does not saturate into a one-hot choice as heads get wider.
+        weights = softmax([s / math.sqrt(head_dim) for s in scores])
+        attention_weights.append(weights)
+        # This head's output: per dimension j, the values' j-th numbers averaged with weights.
+        heads += linear(weights, [[v_t[j] for v_t in values] for j in range(lo, hi)])
+    return linear(heads, state_dict[f'{layer}.attn.wo'])
+
+
+def mlp(x, layer, state_dict):
+    """Each position thinks on its own, through a 4x wider hidden layer (nanoGPT's MLP), with
+    squared ReLU as its nonlinearity: cheap, and smooth where it is not 0."""
+    h = [hj.relu_squared() for hj in linear(x, state_dict[f'{layer}.mlp.fc1'])]
+    # Many units are now 0 (about half at first, 4 in 5 once trained), and with slope 0: such a
+    # unit adds nothing to fc2's sums and passes no gradient back, so fc2 reads just the others.
+    active = [j for j, hj in enumerate(h) if hj.data != 0.0 or any(hj._local_grads)]
+    fc2 = [[row[j] for j in active] for row in state_dict[f'{layer}.mlp.fc2']]
+    return linear([h[j] for j in active], fc2)
 
 
 def gpt(token_id, pos_id, kv_cache, state_dict, config):
     """One step of the GPT: the token at position pos_id -> scores (logits) for the next token.
-    Tokens go in one at a time. kv_cache holds, per layer, the keys and values of every position
-    so far; this position appends its own, and its query attends over them all: everything up to
-    and including itself, never the future. That is causal self-attention, with no mask needed.
-    Each head's attention weights are appended to the cache's third list, for looking inside."""
-    head_dim = config.n_embd // config.n_head
+    Tokens go in one at a time; kv_cache holds, per layer, what attention() keeps of the past.
+    Each block adds attention's output, then the MLP's, to x (the residual stream)."""
     x = [t + p for t, p in zip(state_dict['wte'][token_id], state_dict['wpe'][pos_id])]
-    x = rmsnorm(x)   # not in GPT-2: starts the residual stream at size 1, whatever the init
+    x = rmsnorm(x, state_dict.get('ln_0'))   # not in GPT-2: starts the stream at size 1
     for i in range(config.n_layer):
-        # Multi-head causal self-attention: each position gathers information from earlier ones.
-        x_residual = x
-        x = rmsnorm(x)
-        q = linear(x, state_dict[f'layer{i}.attn.wq'])
-        k = linear(x, state_dict[f'layer{i}.attn.wk'])
-        v = linear(x, state_dict[f'layer{i}.attn.wv'])
-        keys, values, attention = kv_cache[i]
-        keys.append(k)
-        values.append(v)
-        heads = []
-        for h in range(config.n_head):
-            lo, hi = h * head_dim, (h + 1) * head_dim
-            scores = linear(q[lo:hi], [k_t[lo:hi] for k_t in keys])   # q.k_t, for every t so far
-            # Dividing by sqrt(head_dim) keeps the scores' spread independent of head size, so
-            # softmax does not saturate into a one-hot choice as heads get wider.
-            weights = softmax([s / math.sqrt(head_dim) for s in scores])
-            attention.append(weights)   # kept only so that a learner can look inside
-            # This head's output: per dimension j, the values' j-th numbers averaged with weights.
-            heads += linear(weights, [[v_t[j] for v_t in values] for j in range(lo, hi)])
-        x = linear(heads, state_dict[f'layer{i}.attn.wo'])
-        x = [a + b for a, b in zip(x, x_residual)]   # residual: add, don't replace
-        # MLP: each position thinks on its own, through a 4x wider hidden layer.
-        x_residual = x
-        x = rmsnorm(x)
-        x = linear(x, state_dict[f'layer{i}.mlp.fc1'])
-        x = [xi.relu_squared() for xi in x]   # squared ReLU: a cheap, smooth-ish nonlinearity
-        # Many units are now 0 (about half at first, 4 in 5 once trained), and with slope 0: such a
-        # unit adds nothing to fc2's sums and passes no gradient back, so fc2 reads just the others.
-        active = [j for j, xj in enumerate(x) if xj.data != 0.0 or any(xj._local_grads)]
-        fc2 = [[row[j] for j in active] for row in state_dict[f'layer{i}.mlp.fc2']]   # just those
-        x = linear([x[j] for j in active], fc2)
-        x = [a + b for a, b in zip(x, x_residual)]
+        layer = f'layer{i}'
+        h = rmsnorm(x, state_dict.get(f'{layer}.ln_1'))
+        x = [a + b for a, b in zip(x, attention(h, layer, kv_cache[i], state_dict, config))]
+        h = rmsnorm(x, state_dict.get(f'{layer}.ln_2'))
+        x = [a + b for a, b in zip(x, mlp(h, layer, state_dict))]
     return linear(x, state_dict['lm_head'])
 
 
@@ -273,13 +313,11 @@ class Adam:
         # Betas below the usual 0.9 / 0.999: with one document per step and only 1000 steps,
         # shorter memories of the gradient adapt faster.
         self.params, self.beta1, self.beta2, self.eps = params, beta1, beta2, eps
-        # Running means of each gradient (first moment) and of its square (second moment).
-        self.m, self.v = [0.0] * len(params), [0.0] * len(params)
-        self.t = 0   # steps taken
+        # Running means of each gradient (first moment) and of its square (second moment); steps.
+        self.m, self.v, self.t = [0.0] * len(params), [0.0] * len(params), 0
 
     def step(self, lr):
-        """Update every parameter from its .grad, reset .grad to 0 for the next backward(), and
-        clear the tape, so that a training loop's memory does not grow from step to step."""
+        """Update every parameter from its .grad, then reset .grad to 0 for the next backward()."""
         self.t += 1
         b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
         # Bias correction: m and v start at 0, so after t steps they are too small by a factor
@@ -291,18 +329,18 @@ class Adam:
             v[i] = b2 * v[i] + (1.0 - b2) * g * g
             p.data -= lr * (m[i] * m_correction) / (math.sqrt(v[i] * v_correction) + self.eps)
             p.grad = 0.0
-        Value.tape.clear()   # every graph recorded so far used the old weights: it is stale now
 
 
 # %% Training
 def train(docs, tokenizer, state_dict, config, losses, log=None):
     """Show the model one document per step, nudging every weight to make it likelier; append
     each step's loss to losses. After each step, log(step, loss) may report (True: stop)."""
-    optimizer = Adam(flat_params(state_dict))
+    optimizer = Adam([p for matrix in state_dict.values() for row in matrix for p in row])
     for step in range(config.steps):
         tokens = doc_tokens(docs[step % len(docs)], tokenizer, config.block_size)
-        loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
-        loss.backward()                                    # backward: d(loss)/d(every weight)
+        with Value.recording():
+            loss = document_loss(tokens, state_dict, config)   # forward: builds the graph
+            loss.backward()                                    # backward: d(loss)/d(every weight)
         optimizer.step(config.learning_rate * (1 - step / config.steps))   # update; lr decays to 0
         losses.append(loss.data)
         del loss   # free the graph now, so that the next step reuses its memory (~15% faster)
@@ -313,14 +351,11 @@ def train(docs, tokenizer, state_dict, config, losses, log=None):
 def evaluate(docs, tokenizer, state_dict, config):
     """Mean loss per predicted token over docs, in nats (training's loss is a mean per document
     instead). Forward passes only: nothing is learned."""
-    total, count, start = 0.0, 0, len(Value.tape)
-    for i, doc in enumerate(docs, 1):
+    total, count = 0.0, 0
+    for doc in docs:
         tokens = doc_tokens(doc, tokenizer, config.block_size)
         total += document_loss(tokens, state_dict, config).data * (len(tokens) - 1)
         count += len(tokens) - 1
-        del Value.tape[start:]   # no backward() will replay this document: drop it from the tape
-        if i % 40 == 0:
-            gc.collect()   # PyPy frees memory only when collecting, off during the run's report
     return total / count
 
 
@@ -328,7 +363,8 @@ def evaluate(docs, tokenizer, state_dict, config):
 def generate(state_dict, tokenizer, config, rng, prompt=''):
     """Invent one document: feed BOS (and the prompt), then repeatedly draw the next token from
     the model's probabilities and feed it back in, until the model says BOS (the end)."""
-    tokens, start = [tokenizer.bos] + tokenizer.encode(prompt), len(Value.tape)
+    check_prompt(prompt, tokenizer, config)
+    tokens = [tokenizer.bos] + tokenizer.encode(prompt)
     kv_cache = [([], [], []) for _ in range(config.n_layer)]
     for pos in range(config.block_size):
         logits = gpt(tokens[pos], pos, kv_cache, state_dict, config)
@@ -340,16 +376,18 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
         if not math.isfinite(top):   # the weights have blown up: there is nothing to sample
             raise OverflowError("the model's scores are not finite numbers")
         weights = [math.exp((logit.data - top) / config.temperature) for logit in logits]
+        # Top-k, as nanoGPT's sample.py: only the k likeliest tokens (and any tied with the kth).
+        kth = sorted(weights, reverse=True)[:config.top_k or None][-1]   # top_k 0: all of them
+        weights = [w if w >= kth else 0.0 for w in weights]
         next_id = rng.choices(range(tokenizer.vocab_size), weights=weights)[0]
         if next_id == tokenizer.bos:
             break
         tokens.append(next_id)
-    del Value.tape[start:]   # nothing here will be differentiated: free this sample's tape
     return tokenizer.decode(tokens[1:])
 
 
 def print_samples(state_dict, tokenizer, config):
-    """Print the samples. (A function, as a global assigned after training makes PyPy recompile.)"""
+    """Print config.num_samples samples, drawn afresh from config.seed each time it is called."""
     print("--- samples ---")
     rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
     for i in range(1, config.num_samples + 1):
@@ -360,10 +398,12 @@ def print_samples(state_dict, tokenizer, config):
 class InputError(Exception):
     """A problem with what the user asked for: shown as one line, never as a traceback."""
 
+    def _render_traceback_(self):   # how IPython and Jupyter show it: one line, no traceback
+        return [f"microgpt: error: {self}"]
+
 
 def require(ok, message):
-    if not ok:
-        raise InputError(message)
+    if not ok: raise InputError(message)
 
 
 def flag(name):   # a Config field's command-line flag
@@ -375,26 +415,30 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InputError(f"{message} (see --help)")
 
 
-def parse_args():
-    """Flags -> (Config, the settings given as flags). A Jupyter kernel starts Python with
-    arguments of its own (-f kernel.json), so a notebook reads none: it edits Config instead."""
+def parse_args(config):
+    """config with the flags applied -> (that Config, the settings given as flags). A Jupyter
+    kernel starts Python with arguments of its own (-f kernel.json), so a notebook reads none."""
     parser = ArgumentParser(allow_abbrev=False, argument_default=argparse.SUPPRESS)
     for f in fields(Config):
         parser.add_argument(flag(f.name), dest=f.name, type=f.type, help=f"(default: {f.default})")
     given = vars(parser.parse_args([] if 'ipykernel' in sys.modules else sys.argv[1:]))
     for name in ('input', 'save', 'load'):   # e.g. --save "$OUT" with OUT unset
         require(given.get(name) != '', f"--{name} needs a file name, got an empty one")
-    config = Config(**given)
-    check_config(config)
-    return config, given
+    return check_config(replace(config, **given)), given
 
 
 def check_config(config):
     for name, low in (('n_layer', 1), ('n_embd', 1), ('n_head', 1), ('block_size', 1),
-                      ('steps', 0), ('num_samples', 0), ('learning_rate', 0)):
+                      ('steps', 0), ('num_samples', 0), ('learning_rate', 0), ('top_k', 0)):
         require(low <= getattr(config, name) < math.inf, f"{flag(name)} must be finite, >= {low}")
     require(0 < config.temperature < math.inf, "--temperature must be finite and above 0")
     require(config.n_embd % config.n_head == 0, "--n-embd must be a multiple of --n-head")
+    return config
+
+
+def check_prompt(prompt, tokenizer, config):
+    require(set(prompt) <= set(tokenizer.chars) and len(prompt) < config.block_size,
+            "--prompt must be shorter than --block-size, in characters of the data")
 
 
 def find_input(path):
@@ -409,8 +453,7 @@ def find_input(path):
 
 def check_run(config, tokenizer, n_params):
     """Fail before training, not after it, when the prompt or --save could not work."""
-    require(set(config.prompt) <= set(tokenizer.chars) and len(config.prompt) < config.block_size,
-            "--prompt must be shorter than --block-size, in characters of the data")
+    check_prompt(config.prompt, tokenizer, config)
     require(n_params <= 10**7, f"{n_params} parameters: too many for pure Python (max 10 million)")
     folder, name = os.path.split(config.save)
     require(not config.save or name and os.access(folder or '.', os.W_OK),
@@ -420,20 +463,20 @@ def check_run(config, tokenizer, n_params):
 
 
 class Progress:
-    """Watches training, then the save and the report. On a terminal, one line rewrites itself
-    every step; in a log or a pipe, a line for the first step, every tenth and the last. The first
-    Ctrl-C stops training after the step (the run still saves, reports and samples); a second, or
-    one after training, quits. Diverged: a loss averaging over 30x a uniform guess for 100 steps,
-    or not a number (--lr 0.1 spikes to 6-13x, then learns; --lr 0.2 does not recover)."""
+    """Watches training. On a terminal, one line rewrites itself every step; in a log or a pipe, a
+    line for the first step, every tenth and the last. The first Ctrl-C stops training after the
+    step (the run still saves, reports and samples); a second quits. Diverged: a loss averaging
+    over 30x a uniform guess for 100 steps, or not a number (--lr 0.1 spikes to 6-13x, then
+    learns; --lr 0.2 does not recover)."""
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 30 * math.log(vocab_size), False
         self.recent, self.start = collections.deque(maxlen=100), time.perf_counter()
 
-    def __enter__(self):   # Ctrl-C is ours until the report is done
+    def __enter__(self):   # Ctrl-C is ours while training
         self.previous = signal.signal(signal.SIGINT, self.interrupt)
         # ~3,000 Values a step, in no reference cycle: reference counting frees them, so the cycle
-        # collector can be off (training took ~20% longer with it; PyPy: log(), evaluate() collect).
+        # collector can be off (training took ~20% longer with it; PyPy: log() collects).
         gc.disable()
         return self
 
@@ -444,7 +487,7 @@ class Progress:
         print(end='\n' if sys.stdout.isatty() and self.recent and not self.stop else '')
 
     def interrupt(self, signum, frame):
-        if self.stop or not self.steps:   # a second Ctrl-C, or training is over: quit now
+        if self.stop:   # a second Ctrl-C, or one while the last step is logged: quit now
             raise KeyboardInterrupt
         self.stop = True
         print("\nCtrl-C: stopping after this step (press again to quit now)", file=sys.stderr)
@@ -452,10 +495,9 @@ class Progress:
     def log(self, step, loss):
         # Read once (a Ctrl-C may arrive while this step is logged); the last step stops too.
         stop = self.stop or step == self.steps
-        self.recent.append(loss)
-        mean = sum(self.recent) / len(self.recent)
-        # (The test fails for nan too: a loss that is not a number is never below the limit.)
-        require(mean < self.limit, f"training diverged at step {step}: try a smaller --lr")
+        self.recent.append(loss)   # (nan is never below the limit: it stops training too)
+        require(sum(self.recent) / len(self.recent) < self.limit,
+                f"training diverged at step {step}: try a smaller --lr")
         eta = (time.perf_counter() - self.start) / step * (self.steps - step)
         line = f"step {step:4d} / {self.steps:4d} | loss {loss:.4f} | eta {eta:.0f} s"
         if sys.stdout.isatty():   # \r returns to the line's start
@@ -522,11 +564,10 @@ def load_checkpoint(path, config, given):
         # Every check below raises if it fails, and any error here (not UTF-8, not JSON, nested
         # thousands deep, not the shape it says) means the same thing.
         require(set(shape) == set(MODEL_SHAPE) and {type(n) for n in shape.values()} == {int}, '')
-        config, tokenizer = replace(config, **shape), Tokenizer(''.join(vocab))
-        check_config(config)
-        require(tokenizer.chars == vocab and len(weights) == 3 + 6 * config.n_layer, '')
+        config, tokenizer = check_config(replace(config, **shape)), Tokenizer(''.join(vocab))
         sizes = {k: (len(m), {len(row) for row in m}) for k, m in weights.items()}   # rows, widths
-        require(sizes == {k: (r, {c}) for k, (r, c) in param_shapes(len(vocab) + 1, config).items()}
+        shapes = param_shapes(len(vocab) + 1, config)
+        require(tokenizer.chars == vocab and sizes == {k: (r, {c}) for k, (r, c) in shapes.items()}
                 and all(type(x) in (int, float) and abs(x) <= sys.float_info.max   # not nan, inf
                         for m in weights.values() for row in m for x in row), '')   # or 10**400
     except (ValueError, RecursionError, TypeError, KeyError, AttributeError, InputError):
@@ -535,8 +576,8 @@ def load_checkpoint(path, config, given):
              or name in MODEL_SHAPE and given[name] != shape[name]]
     require(not clash, f"--load takes the model from {path} as it is; drop {', '.join(clash)}")
     check_run(config, tokenizer, 0)
-    state_dict = {name: [[Value(float(x)) for x in r] for r in m] for name, m in weights.items()}
-    return state_dict, tokenizer, config
+    return ({name: [[Value(float(x)) for x in r] for r in m] for name, m in weights.items()},
+            tokenizer, config)
 
 
 @contextlib.contextmanager
@@ -545,10 +586,9 @@ def one_line_errors():
     On the command line it then exits (status 2); a notebook or `python3 -i` carries on."""
     if hasattr(sys.stdout, 'reconfigure'):   # a console that cannot show a character shows '?'
         sys.stdout.reconfigure(errors='replace')
-    status = 0
     try:
         yield
-        sys.stdout.flush()    # (a reader that has gone shows up here, not after the exit)
+        return sys.stdout.flush()   # done; a reader that has gone shows up here, not at exit
     except BrokenPipeError:   # e.g. `python3 microgpt.py | head`: the reader has gone
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         status = 1
@@ -560,14 +600,14 @@ def one_line_errors():
                 MemoryError: "out of memory: try a smaller model"}.get(type(e), e)
         print(f"microgpt: error: {hint}", file=sys.stderr)
         status = 2
-    if status and not (sys.flags.inspect or 'IPython' in sys.modules):
+    if not (sys.flags.inspect or 'IPython' in sys.modules):
         sys.exit(status)
 
 
 # %% Run: settings, data, tokenizer, parameters, training, report, samples
 if __name__ == '__main__':
     with one_line_errors():
-        config, given = parse_args()
+        config, given = parse_args(config)
         if config.load:   # a trained model from disk: straight to the samples
             state_dict, tokenizer, config = load_checkpoint(config.load, config, given)
         else:
@@ -592,9 +632,9 @@ if __name__ == '__main__':
             losses = []   # filled by train(); made first: see walkthrough.md, Why it is fast
             with Progress(config, tokenizer.vocab_size) as progress:
                 train(train_docs, tokenizer, state_dict, config, losses, progress.log)
-                if config.save:   # first: the report below can take a while
-                    save_checkpoint(config.save, config, tokenizer, state_dict)
-                    print(f"saved the model to {config.save}")
-                print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
+            if config.save:   # first: the report below can take a while
+                save_checkpoint(config.save, config, tokenizer, state_dict)
+                print(f"saved the model to {config.save}")
+            print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
 
         print_samples(state_dict, tokenizer, config)
