@@ -38,6 +38,17 @@ class Config:
 config = Config()   # this run's settings; the Run cell applies the flags to it
 
 
+class InputError(Exception):
+    """A setting or input that cannot work: shown as one line, never as a traceback."""
+
+    def _render_traceback_(self):   # how IPython and Jupyter show it: one line, no traceback
+        return [f"microgpt: error: {self}"]
+
+
+def require(ok, message):
+    if not ok: raise InputError(message)
+
+
 # %% Dataset
 def load_docs(path):
     """A UTF-8 text file -> its documents: one per line, surrounding whitespace stripped, blank
@@ -136,7 +147,7 @@ class Value:
         nodes = Value.tape if Value.tape and Value.tape[-1] is self else self.graph()
         for node in nodes:
             node.grad = 0.0
-        self.grad = 1.0
+        self.grad += 1.0   # (0 + 1 for a computed Value; a leaf adds up, as ever)
         for node in reversed(nodes):
             node_grad = node.grad
             if node_grad:   # (zero for Values off self's path: they have nothing to pass on)
@@ -144,7 +155,7 @@ class Value:
                     child.grad += local_grad * node_grad
 
     def graph(self):
-        """self and every computed Value it depends on, each after its inputs (a topological order),
+        """Every computed Value self is or depends on, each after its inputs (a topological order),
         by depth-first search as in micrograd; a loop, as recursion would fail 1000 Values deep."""
         order, seen, stack = [], set(), [(self, False)]
         while stack:
@@ -154,7 +165,7 @@ class Value:
             elif node not in seen:
                 seen.add(node)   # list it once its inputs are: they go on the stack above it
                 stack += [(node, True)] + [(c, False) for c in node._children if c._children]
-        return order
+        return order if self._children else []   # (a leaf: nothing to replay)
 
     @staticmethod
     @contextlib.contextmanager
@@ -360,6 +371,11 @@ def evaluate(docs, tokenizer, state_dict, config):
 
 
 # %% Sampling
+def check_prompt(prompt, tokenizer, config):
+    require(set(prompt) <= set(tokenizer.chars) and len(prompt) < config.block_size,
+            "--prompt must be shorter than --block-size, in characters of the data")
+
+
 def generate(state_dict, tokenizer, config, rng, prompt=''):
     """Invent one document: feed BOS (and the prompt), then repeatedly draw the next token from
     the model's probabilities and feed it back in, until the model says BOS (the end)."""
@@ -376,7 +392,7 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
         if not math.isfinite(top):   # the weights have blown up: there is nothing to sample
             raise OverflowError("the model's scores are not finite numbers")
         weights = [math.exp((logit.data - top) / config.temperature) for logit in logits]
-        # Top-k, as nanoGPT's sample.py: only the k likeliest tokens (and any tied with the kth).
+        # Top-k, as nanoGPT's generate(): only the k likeliest tokens (and any tied with the kth).
         kth = sorted(weights, reverse=True)[:config.top_k or None][-1]   # top_k 0: all of them
         weights = [w if w >= kth else 0.0 for w in weights]
         next_id = rng.choices(range(tokenizer.vocab_size), weights=weights)[0]
@@ -395,17 +411,6 @@ def print_samples(state_dict, tokenizer, config):
 
 
 # %% Plumbing: flags, checks, progress, Ctrl-C, checkpoints
-class InputError(Exception):
-    """A problem with what the user asked for: shown as one line, never as a traceback."""
-
-    def _render_traceback_(self):   # how IPython and Jupyter show it: one line, no traceback
-        return [f"microgpt: error: {self}"]
-
-
-def require(ok, message):
-    if not ok: raise InputError(message)
-
-
 def flag(name):   # a Config field's command-line flag
     return '--lr' if name == 'learning_rate' else '--' + name.replace('_', '-')
 
@@ -434,11 +439,6 @@ def check_config(config):
     require(0 < config.temperature < math.inf, "--temperature must be finite and above 0")
     require(config.n_embd % config.n_head == 0, "--n-embd must be a multiple of --n-head")
     return config
-
-
-def check_prompt(prompt, tokenizer, config):
-    require(set(prompt) <= set(tokenizer.chars) and len(prompt) < config.block_size,
-            "--prompt must be shorter than --block-size, in characters of the data")
 
 
 def find_input(path):
