@@ -411,8 +411,7 @@ def print_samples(state_dict, tokenizer, config):
 
 
 # %% Plumbing: flags, checks, progress, Ctrl-C, checkpoints
-def flag(name):   # a Config field's command-line flag
-    return '--lr' if name == 'learning_rate' else '--' + name.replace('_', '-')
+def flag(name): return '--lr' if name == 'learning_rate' else '--' + name.replace('_', '-')
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -434,8 +433,10 @@ def parse_args(config):
 
 def check_config(config):
     for name, low in (('n_layer', 1), ('n_embd', 1), ('n_head', 1), ('block_size', 1),
-                      ('steps', 0), ('num_samples', 0), ('learning_rate', 0), ('top_k', 0)):
-        require(low <= getattr(config, name) < math.inf, f"{flag(name)} must be finite, >= {low}")
+                      ('steps', 0), ('num_samples', 0), ('top_k', 0), ('learning_rate', 0.0)):
+        value, kind = getattr(config, name), 'a whole number' if type(low) is int else 'finite'
+        require(type(value) in (int, type(low)) and low <= value < math.inf,
+                f"{flag(name)} must be {kind}, >= {low:g}")
     require(0 < config.temperature < math.inf, "--temperature must be finite and above 0")
     require(config.n_embd % config.n_head == 0, "--n-embd must be a multiple of --n-head")
     return config
@@ -487,8 +488,7 @@ class Progress:
         print(end='\n' if sys.stdout.isatty() and self.recent and not self.stop else '')
 
     def interrupt(self, signum, frame):
-        if self.stop:   # a second Ctrl-C, or one while the last step is logged: quit now
-            raise KeyboardInterrupt
+        if self.stop: raise KeyboardInterrupt   # a second Ctrl-C, or one during the last log
         self.stop = True
         print("\nCtrl-C: stopping after this step (press again to quit now)", file=sys.stderr)
 

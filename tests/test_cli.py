@@ -12,6 +12,7 @@ the data and the config, never copied from the program's own output.
 """
 import contextlib
 import errno
+import gc
 import glob
 import io
 import json
@@ -35,7 +36,7 @@ SCRIPT = os.path.join(ROOT, 'microgpt.py')
 TIMEOUT = 90          # seconds allowed for any one run; a hang fails the test instead of the suite
 TINY = ['--n-embd', '8', '--n-head', '2', '--block-size', '8']
 FLAGS = ['--input', '--steps', '--n-layer', '--n-embd', '--n-head', '--block-size', '--lr', '--seed',
-         '--temperature', '--num-samples', '--prompt', '--save', '--load']
+         '--temperature', '--num-samples', '--top-k', '--prompt', '--save', '--load']
 POSIX_SIGNALS = hasattr(signal, 'SIGINT') and os.name == 'posix'
 NOT_A_CHECKPOINT = 'no microgpt checkpoint (made by --save) at '   # missing, or not one at all
 DAMAGED = 'not a usable microgpt checkpoint (damaged or edited)'   # starts like one
@@ -266,6 +267,15 @@ class BadInputTest(CliTestCase):
         self.write_names()
         self.assertCleanError(self.run_cli('--steps', '-1', *TINY), mentions='--steps')
 
+    def test_bad_top_k(self):
+        self.write_names()
+        for value, message in [('-1', '--top-k must be a whole number, >= 0'),
+                               ('1.5', "argument --top-k: invalid int value: '1.5'"),
+                               ('two', "argument --top-k: invalid int value: 'two'")]:
+            with self.subTest(top_k=value):
+                self.assertCleanError(self.run_cli('--steps', '5', '--top-k', value, *TINY),
+                                      mentions=message)
+
     def test_bad_temperature(self):
         self.write_names()
         for value in ['0', '-1', 'nan', 'inf']:
@@ -465,17 +475,18 @@ class BadInputTest(CliTestCase):
         e = 4096
         too_many = 2 * vocab * e + 8 * e + 12 * e * e   # wte, lm_head; wpe (block 8); one block
         checks_before_reading = [
-            (['--n-layer', '0'], '--n-layer must be finite, >= 1'),
-            (['--n-embd', '-8'], '--n-embd must be finite, >= 1'),
-            (['--n-head', '0'], '--n-head must be finite, >= 1'),
-            (['--block-size', '0'], '--block-size must be finite, >= 1'),
-            (['--steps', '-1'], '--steps must be finite, >= 0'),
-            (['--num-samples', '-1'], '--num-samples must be finite, >= 0'),
+            (['--n-layer', '0'], '--n-layer must be a whole number, >= 1'),
+            (['--n-embd', '-8'], '--n-embd must be a whole number, >= 1'),
+            (['--n-head', '0'], '--n-head must be a whole number, >= 1'),
+            (['--block-size', '0'], '--block-size must be a whole number, >= 1'),
+            (['--steps', '-1'], '--steps must be a whole number, >= 0'),
+            (['--num-samples', '-1'], '--num-samples must be a whole number, >= 0'),
             (['--lr', '-0.5'], '--lr must be finite, >= 0'),
             (['--lr', 'nan'], '--lr must be finite, >= 0'),
             (['--lr', 'inf'], '--lr must be finite, >= 0'),
             (['--temperature', 'inf'], '--temperature must be finite'),
             (['--temperature', '0'], '--temperature must be finite and above 0'),
+            (['--top-k', '-1'], '--top-k must be a whole number, >= 0'),
             (['--n-embd', '10', '--n-head', '4'], '--n-embd must be a multiple of --n-head'),
             (['--save', ''], '--save needs a file name, got an empty one'),
             (['--load', ''], '--load needs a file name, got an empty one'),
@@ -779,7 +790,7 @@ class HelpAndDefaultsTest(CliTestCase):
         text = ' '.join(self.help_text().split())
         documented = {'--input': 'input.txt', '--n-layer': '1', '--n-embd': '16', '--n-head': '4',
                       '--block-size': '16', '--steps': '1000', '--lr': '0.01', '--seed': '42',
-                      '--temperature': '0.5', '--num-samples': '20',
+                      '--temperature': '0.5', '--num-samples': '20', '--top-k': '0',
                       '--prompt': '', '--save': '', '--load': ''}   # (the README's table)
         self.assertEqual(set(documented), set(FLAGS))
         for flag, default in documented.items():
@@ -1041,6 +1052,49 @@ class SaveLoadTest(CliTestCase):
                 self.assertFalse(os.path.exists(self.path('PWNED')), what)
 
 
+class TopKTest(CliTestCase):
+    """--top-k k: each token is drawn from the k likeliest only. k = 1 is greedy decoding."""
+
+    @staticmethod
+    def greedy(microgpt, state_dict, tokenizer, config, prompt):
+        """Argmax decoding, computed here: feed the tokens through gpt() and append the
+        highest-scoring next token until it is BOS or the context is full."""
+        tokens = [tokenizer.bos] + tokenizer.encode(prompt)
+        kv_cache = [([], [], []) for _ in range(config.n_layer)]
+        for pos in range(config.block_size):
+            logits = [v.data for v in microgpt.gpt(tokens[pos], pos, kv_cache, state_dict, config)]
+            if pos + 1 < len(tokens):
+                continue
+            best = max(range(len(logits)), key=logits.__getitem__)
+            if best == tokenizer.bos:
+                break
+            tokens.append(best)
+        return tokenizer.decode(tokens[1:])
+
+    def test_top_k_1_samples_greedily_and_a_k_past_the_vocabulary_changes_nothing(self):
+        self.make_checkpoint('ck.json')
+        microgpt = import_microgpt()
+        state_dict, tokenizer, config = microgpt.load_checkpoint(self.path('ck.json'),
+                                                                 microgpt.Config(), {})
+        vocab = len(set(''.join(NAMES))) + 1
+        self.assertEqual(tokenizer.vocab_size, vocab)
+        for prompt in ('', NAMES[0][:2]):
+            with self.subTest(prompt=prompt):
+                expected = self.greedy(microgpt, state_dict, tokenizer, config, prompt)
+                args = ['--load', 'ck.json', '--temperature', '1.5', '--num-samples', '5',
+                        '--prompt', prompt]
+                greedy = self.run_cli(*args, '--top-k', '1')
+                self.assertSucceeded(greedy, num_samples=5)
+                self.assertEqual(greedy.samples(), [expected] * 5, greedy)
+                # Without top-k, the same seed and temperature draw samples that differ; with k
+                # at least the vocabulary's size, exactly the same ones.
+                everything = self.run_cli(*args)
+                self.assertSucceeded(everything, num_samples=5)
+                self.assertGreater(len(set(everything.samples())), 1, everything)
+                past = self.run_cli(*args, '--top-k', str(vocab if prompt else 1000))
+                self.assertEqual(past.stdout, everything.stdout, past)
+
+
 # 7. Ctrl-C --------------------------------------------------------------------------------------
 class LineReader:
     """Reads a pipe in a thread, so a test can wait for a line without blocking forever."""
@@ -1269,7 +1323,8 @@ class TtyStdout(io.StringIO):
 
 
 class ProgressEndTest(unittest.TestCase):
-    """Progress covers training, the save and the report: how training ends matters after it."""
+    """Progress covers training only: the save and the report run after it, with Ctrl-C and the
+    collector as they were before training. How training ends matters after it."""
 
     def test_an_error_during_training_starts_on_a_line_of_its_own(self):
         microgpt = import_microgpt()
@@ -1291,15 +1346,27 @@ class ProgressEndTest(unittest.TestCase):
 
     def test_after_training_a_ctrl_c_quits_at_once(self):
         microgpt = import_microgpt()
-        for steps in (0, 3):   # --steps 0 trains nothing: training is over from the start
-            with self.subTest(steps=steps), contextlib.redirect_stdout(io.StringIO()), \
-                    contextlib.redirect_stderr(io.StringIO()) as err, \
-                    microgpt.Progress(microgpt.Config(steps=steps), 27) as progress:
-                for step in range(1, steps + 1):
-                    self.assertEqual(progress.log(step, 3.0), step == steps)   # the last stops
-                with self.assertRaises(KeyboardInterrupt):   # (a Ctrl-C during the report)
-                    progress.interrupt(signal.SIGINT, None)
-                self.assertEqual(err.getvalue(), '')   # no "stopping after this step"
+        # Once the last step is logged, a Ctrl-C (while its line is printed) quits.
+        with contextlib.redirect_stdout(io.StringIO()), \
+                contextlib.redirect_stderr(io.StringIO()) as err, \
+                microgpt.Progress(microgpt.Config(steps=3), 27) as progress:
+            for step in range(1, 4):
+                self.assertEqual(progress.log(step, 3.0), step == 3)   # the last stops
+            with self.assertRaises(KeyboardInterrupt):
+                progress.interrupt(signal.SIGINT, None)
+            self.assertEqual(err.getvalue(), '')   # no "stopping after this step"
+        # After the block (the save, the report; and --steps 0, which trains nothing), Ctrl-C
+        # is Python's own again: KeyboardInterrupt, which one_line_errors() makes status 130.
+        for steps in (0, 3):
+            before = signal.getsignal(signal.SIGINT)
+            with self.subTest(steps=steps), contextlib.redirect_stdout(io.StringIO()):
+                with microgpt.Progress(microgpt.Config(steps=steps), 27) as progress:
+                    self.assertEqual(signal.getsignal(signal.SIGINT), progress.interrupt)
+                    self.assertFalse(gc.isenabled())
+                    for step in range(1, steps + 1):
+                        progress.log(step, 3.0)
+                self.assertIs(signal.getsignal(signal.SIGINT), before)
+                self.assertTrue(gc.isenabled())
         # During training, the first Ctrl-C only asks to stop after the step.
         with contextlib.redirect_stdout(io.StringIO()), \
                 contextlib.redirect_stderr(io.StringIO()) as err, \
@@ -1482,7 +1549,7 @@ sys.path.insert(0, root)
 import microgpt
 if notebook:   # IPython (a notebook, or %run in IPython): it is imported before the cell runs
     sys.modules['IPython'] = types.ModuleType('IPython')
-errors = {'input': lambda: microgpt.InputError('--steps must be finite, >= 0'),
+errors = {'input': lambda: microgpt.InputError('--steps must be a whole number, >= 0'),
           'oserror': lambda: OSError(28, 'No space left on device'),
           'unicode': lambda: UnicodeDecodeError('utf-8', b'\xff', 0, 1, 'invalid start byte'),
           'overflow': lambda: OverflowError('math range error'),
@@ -1500,7 +1567,7 @@ class OneLineErrorsTest(CliTestCase):
     In IPython the line is printed and the session goes on (no SystemExit)."""
 
     EXPECTED = {   # case: (status, stderr)
-        'input': (2, 'microgpt: error: --steps must be finite, >= 0\n'),
+        'input': (2, 'microgpt: error: --steps must be a whole number, >= 0\n'),
         'oserror': (2, 'microgpt: error: [Errno 28] No space left on device\n'),
         'unicode': (2, "microgpt: error: 'utf-8' codec can't decode byte 0xff in position 0: "
                        "invalid start byte\n"),
@@ -1538,3 +1605,32 @@ class OneLineErrorsTest(CliTestCase):
 
 if __name__ == '__main__':
     unittest.main()
+
+
+class NotebookSettingsTest(unittest.TestCase):
+    """In a notebook, settings come from `replace(config, ...)`, not from argparse, so nothing has
+    turned them into the right type: check_config does. A float where a whole number belongs
+    (range(2.0), a slice of 2.0) would fail with a traceback deep in training or sampling."""
+
+    def test_a_float_where_a_whole_number_belongs_is_one_clear_error(self):
+        microgpt = import_microgpt()
+        for name, flag in (('n_layer', '--n-layer'), ('steps', '--steps'), ('top_k', '--top-k'),
+                           ('num_samples', '--num-samples'), ('block_size', '--block-size')):
+            with self.subTest(name):
+                config = microgpt.replace(microgpt.Config(), **{name: 2.0})
+                with self.assertRaisesRegex(microgpt.InputError, '^%s must be a whole number, >= '
+                                            % flag):
+                    microgpt.check_config(config)
+
+    def test_a_bool_is_not_a_whole_number(self):
+        microgpt = import_microgpt()
+        with self.assertRaisesRegex(microgpt.InputError, '^--top-k must be a whole number'):
+            microgpt.check_config(microgpt.replace(microgpt.Config(), top_k=True))
+
+    def test_the_learning_rate_may_be_an_int_or_a_float(self):
+        microgpt = import_microgpt()
+        for lr in (1, 0, 0.5):
+            config = microgpt.replace(microgpt.Config(), learning_rate=lr)
+            self.assertIs(microgpt.check_config(config), config)
+        with self.assertRaisesRegex(microgpt.InputError, '^--lr must be finite, >= 0$'):
+            microgpt.check_config(microgpt.replace(microgpt.Config(), learning_rate='0.1'))

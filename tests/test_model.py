@@ -1,11 +1,13 @@
 """Tests for microgpt's model side: logsumexp, softmax, rmsnorm, cross-entropy, the full GPT's
 gradients and attention weights, the tokenizer, load_docs and find_input, Adam, the fast paths
-(dot, linear, logsumexp, softmax) against plain Value arithmetic, training, the tape around training,
-evaluation and sampling, memory and determinism.
+(dot, linear, logsumexp, softmax) against plain Value arithmetic, training, graphs around training
+(recorded or not, several models and optimizers in one process), evaluation and sampling (top-k,
+prompts), a learner's own changes (another MLP, a learned RMSNorm gain), memory and determinism.
 
 Expected numbers are derived by hand (the derivation is in a comment) or computed independently
 in plain floats; gradients are checked against central finite differences.
 """
+import collections
 import contextlib
 import dataclasses
 import gc
@@ -18,7 +20,13 @@ import tempfile
 import unittest
 from unittest import mock
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+try:
+    import tracemalloc
+except ImportError:   # PyPy
+    tracemalloc = None
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 import microgpt  # noqa: E402
 
 Value = microgpt.Value
@@ -56,15 +64,15 @@ def assert_grads_match(test, leaves, f, xs):
         test.assertTrue(close(leaf.grad, fd, 1e-8, 1e-6), (i, leaf.grad, fd))
 
 
+def flat_params(state_dict):
+    """Every weight, matrix by matrix and row by row: the order in which train() hands them to
+    Adam."""
+    return [p for matrix in state_dict.values() for row in matrix for p in row]
+
+
 def new_kv_cache(config):
     """What document_loss and generate start from: per layer, (keys, values, attention)."""
     return [([], [], []) for _ in range(config.n_layer)]
-
-
-def value_log(x):
-    """ln x as a Value node, for building composites: microgpt itself has no log(), as its one
-    use, logsumexp, is a fused node. d(ln x)/dx = 1/x."""
-    return Value(math.log(x.data), (x,), (1.0 / x.data,))
 
 
 def composite_logsumexp(x):
@@ -72,7 +80,7 @@ def composite_logsumexp(x):
     neither value nor gradient), exp, +, log, then the max added back."""
     composite_logsumexp.calls += 1
     top = max(xi.data for xi in x)
-    return value_log(sum((xi - top).exp() for xi in x)) + top
+    return sum((xi - top).exp() for xi in x).log() + top
 
 
 def composite_softmax(logits):
@@ -87,14 +95,13 @@ def composite_softmax(logits):
 composite_logsumexp.calls = composite_softmax.calls = 0
 
 
-class TapeTestCase(unittest.TestCase):
-    """Each test starts and ends with an empty tape. backward() no longer empties it (only train()
-    does), so without this the graphs of earlier tests would stay on it: kept alive, zeroed and
-    replayed by every later backward(), and seen by tests that look at the tape."""
+class NoRecordingTestCase(unittest.TestCase):
+    """No recording is on when a test starts, and none is left on when it ends: Value.tape is None
+    outside `with Value.recording():` (train() records each step, and ends its recording)."""
 
     def setUp(self):
-        Value.tape.clear()
-        self.addCleanup(Value.tape.clear)
+        self.assertIsNone(Value.tape)
+        self.addCleanup(lambda: self.assertIsNone(Value.tape))
 
 
 def float_softmax(xs):
@@ -105,7 +112,7 @@ def float_softmax(xs):
 
 
 # %% logsumexp, softmax, rmsnorm, cross_entropy
-class TestLogsumexp(TapeTestCase):
+class TestLogsumexp(NoRecordingTestCase):
     def test_hand_values(self):
         # log(e^0 + e^(ln 2) + e^(ln 3)) = log(1 + 2 + 3) = ln 6; and log(e^a) = a for one value
         lse = microgpt.logsumexp([Value(0.0), Value(math.log(2)), Value(math.log(3))])
@@ -115,9 +122,9 @@ class TestLogsumexp(TapeTestCase):
     def test_one_node_whose_local_gradients_are_softmax(self):
         # d/dx_i log(sum_j e^x_j) = e^x_i / sum_j e^x_j: for [0, ln 2, ln 3], (1, 2, 3) / 6
         leaves = [Value(0.0), Value(math.log(2)), Value(math.log(3))]
-        start = len(Value.tape)
-        lse = microgpt.logsumexp(leaves)
-        self.assertEqual(Value.tape[start:], [lse])
+        with Value.recording():
+            lse = microgpt.logsumexp(leaves)
+            self.assertEqual(Value.tape, [lse])
         self.assertEqual(lse._children, tuple(leaves))
         for g, expected in zip(lse._local_grads, (1 / 6, 2 / 6, 3 / 6)):
             self.assertAlmostEqual(g, expected, delta=1e-15)
@@ -140,7 +147,7 @@ class TestLogsumexp(TapeTestCase):
             assert_grads_match(self, leaves, f, xs)
 
 
-class TestSoftmax(TapeTestCase):
+class TestSoftmax(NoRecordingTestCase):
     def test_hand_values(self):
         # exp(0), exp(ln 2), exp(ln 3) = 1, 2, 3 -> 1/6, 2/6, 3/6
         probs = microgpt.softmax([Value(0.0), Value(math.log(2)), Value(math.log(3))])
@@ -184,19 +191,19 @@ class TestSoftmax(TapeTestCase):
         # e^(x_i - lse) with the two children x_i and lse, local gradients p_i and -p_i.
         # (Built from exp, + and a shared reciprocal, as composite_softmax does, it takes 4n + 1.)
         for n in (1, 3, 27):
-            logits = [Value(float(i)) for i in range(n)]   # leaves: not on the tape
-            start = len(Value.tape)
-            probs = microgpt.softmax(logits)
-            self.assertEqual(len(Value.tape) - start, n + 1, n)
-            lse = Value.tape[start]
-            self.assertEqual(lse._children, tuple(logits))
-            self.assertEqual(Value.tape[start + 1:], probs)
+            logits = [Value(float(i)) for i in range(n)]   # leaves: not recorded
+            with Value.recording():
+                probs = microgpt.softmax(logits)
+                self.assertEqual(len(Value.tape), n + 1, n)
+                lse = Value.tape[0]
+                self.assertEqual(lse._children, tuple(logits))
+                self.assertEqual(Value.tape[1:], probs)
             for x, p in zip(logits, probs):
                 self.assertEqual(p._children, (x, lse))
                 self.assertEqual(p._local_grads, (p.data, -p.data))
-            start = len(Value.tape)
-            composite_softmax(logits)
-            self.assertEqual(len(Value.tape) - start, 4 * n + 1, n)
+            with Value.recording():
+                composite_softmax(logits)
+                self.assertEqual(len(Value.tape), 4 * n + 1, n)
 
     def test_matches_a_composite_of_value_operations(self):
         # The same probabilities built node by node (exp, +, ** -1, *): same values and the same
@@ -215,13 +222,14 @@ class TestSoftmax(TapeTestCase):
                 self.assertAlmostEqual(u.grad, v.grad, delta=1e-14)
 
 
-class TestLinear(TapeTestCase):
+class TestLinear(NoRecordingTestCase):
     def test_empty_vector_gives_float_zeros_off_the_tape(self):
         # No columns: each row's dot product is the empty sum, 0.0 (a float, like every other
         # Value's data), with no children, so nothing is recorded on the tape.
-        out = microgpt.linear([], [[], []])
+        with Value.recording():
+            out = microgpt.linear([], [[], []])
+            self.assertEqual(Value.tape, [])
         self.assertEqual([(type(y.data), y.data, y._children) for y in out], [(float, 0.0, [])] * 2)
-        self.assertEqual(Value.tape, [])
 
     def test_hand_values_and_gradients(self):
         # w = [[1, 2], [3, -1], [0.5, 0]], x = [4, -2]:
@@ -230,9 +238,9 @@ class TestLinear(TapeTestCase):
         #   dL/dx_j = sum_r c_r w[r][j] = (1 + 6 - 0.5, 2 - 2 - 0) = (6.5, 0)
         w = [[Value(a) for a in row] for row in ((1.0, 2.0), (3.0, -1.0), (0.5, 0.0))]
         x = [Value(4.0), Value(-2.0)]
-        start = len(Value.tape)
-        y = microgpt.linear(x, w)
-        self.assertEqual(len(Value.tape) - start, 3)   # one node per row of w
+        with Value.recording():
+            y = microgpt.linear(x, w)
+            self.assertEqual(Value.tape, y)   # one node per row of w
         for row, node in zip(w, y):
             self.assertTrue(all(a is b for a, b in zip(node._children, row + x)))
         self.assertEqual([v.data for v in y], [0.0, 14.0, 2.0])
@@ -261,7 +269,7 @@ class TestLinear(TapeTestCase):
         assert_grads_match(self, leaves, f, xs)
 
 
-class TestRmsnorm(TapeTestCase):
+class TestRmsnorm(NoRecordingTestCase):
     def test_output_has_unit_rms(self):
         rng = random.Random(8)
         for scale in (0.5, 1.0, 30.0):
@@ -300,7 +308,7 @@ class TestRmsnorm(TapeTestCase):
         assert_grads_match(self, leaves, f, xs)
 
 
-class TestCrossEntropy(TapeTestCase):
+class TestCrossEntropy(NoRecordingTestCase):
     def test_equals_minus_log_softmax(self):
         logits = [0.5, -1.0, 2.0, 0.0]
         for target in range(4):
@@ -331,10 +339,10 @@ class TestCrossEntropy(TapeTestCase):
     def test_is_logsumexp_minus_the_target_logit(self):
         # Three nodes: logsumexp over all the logits, -logits[target], and their sum.
         leaves = [Value(x) for x in (0.5, -1.0, 2.0, 0.0)]
-        start = len(Value.tape)
-        loss = microgpt.cross_entropy(leaves, 2)
-        lse, minus_target = Value.tape[start:start + 2]
-        self.assertEqual(Value.tape[start:], [lse, minus_target, loss])
+        with Value.recording():
+            loss = microgpt.cross_entropy(leaves, 2)
+            lse, minus_target = Value.tape[:2]
+            self.assertEqual(Value.tape, [lse, minus_target, loss])
         self.assertEqual(lse._children, tuple(leaves))
         self.assertEqual(minus_target._children, (leaves[2],))
         self.assertEqual(loss._children, (lse, minus_target))
@@ -349,7 +357,7 @@ class TestCrossEntropy(TapeTestCase):
             fused, composite = [Value(x) for x in xs], [Value(x) for x in xs]
             a = microgpt.cross_entropy(fused, target)
             (a * 0.5).backward()   # through one more node: each local gradient times 0.5
-            b = composite_logsumexp(composite) - composite[target]   # (a's graph stays on the tape)
+            b = composite_logsumexp(composite) - composite[target]   # (a's graph is still alive)
             (b * 0.5).backward()
             self.assertAlmostEqual(a.data, b.data, delta=1e-12)
             for u, v in zip(fused, composite):
@@ -395,28 +403,34 @@ class TestCrossEntropy(TapeTestCase):
 
 
 # %% The full model
-def float_forward(tokens, state_dict, config, attention=None):
+def float_squared_relu(a):
+    return max(0.0, a) ** 2
+
+
+def float_forward(tokens, state_dict, config, attention=None, nonlinearity=float_squared_relu):
     """An independent plain-float GPT forward pass: the logits at every input position. If a
     list is given as `attention`, per layer, it receives each head's attention weights in order:
-    for each position, for each head."""
+    for each position, for each head. The MLP's nonlinearity can be swapped; an RMSNorm gain
+    (a 1-row matrix 'ln_0', 'layer{i}.ln_1' or 'layer{i}.ln_2' in state_dict) scales by 1 + g."""
     W = {name: [[p.data for p in row] for row in m] for name, m in state_dict.items()}
     hd = config.n_embd // config.n_head
 
     def lin(x, w):
         return [sum(a * b for a, b in zip(row, x)) for row in w]
 
-    def rms(x):
+    def rms(x, gain_name=None):
         s = (sum(a * a for a in x) / len(x) + 1e-5) ** -0.5
-        return [a * s for a in x]
+        gain = W[gain_name][0] if gain_name in W else [0.0] * len(x)
+        return [a * s * (1 + g) for a, g in zip(x, gain)]
 
     keys = [[] for _ in range(config.n_layer)]
     vals = [[] for _ in range(config.n_layer)]
     out = []
     for pos, tok in enumerate(tokens):
-        x = rms([a + b for a, b in zip(W['wte'][tok], W['wpe'][pos])])
+        x = rms([a + b for a, b in zip(W['wte'][tok], W['wpe'][pos])], 'ln_0')
         for i in range(config.n_layer):
             res = x
-            x = rms(x)
+            x = rms(x, f'layer{i}.ln_1')
             q, k, v = (lin(x, W[f'layer{i}.attn.{n}']) for n in ('wq', 'wk', 'wv'))
             keys[i].append(k)
             vals[i].append(v)
@@ -430,8 +444,8 @@ def float_forward(tokens, state_dict, config, attention=None):
                 heads += [sum(w[t] * vals[i][t][j] for t in range(len(w))) for j in range(lo, hi)]
             x = [a + b for a, b in zip(lin(heads, W[f'layer{i}.attn.wo']), res)]
             res = x
-            x = lin(rms(x), W[f'layer{i}.mlp.fc1'])
-            x = [max(0.0, a) ** 2 for a in x]
+            x = lin(rms(x, f'layer{i}.ln_2'), W[f'layer{i}.mlp.fc1'])
+            x = [nonlinearity(a) for a in x]
             x = [a + b for a, b in zip(lin(x, W[f'layer{i}.mlp.fc2']), res)]
         out.append(lin(x, W['lm_head']))
     return out
@@ -451,7 +465,7 @@ def recorded_linear_calls():
         yield calls
 
 
-class TestModel(TapeTestCase):
+class TestModel(NoRecordingTestCase):
     def test_param_shapes(self):
         config, tok, sd = tiny_model()
         e, v = 8, tok.vocab_size
@@ -463,7 +477,7 @@ class TestModel(TapeTestCase):
         self.assertEqual({n: (len(m), len(m[0])) for n, m in sd.items()}, expected)
         self.assertTrue(all(len(row) == len(m[0]) for m in sd.values() for row in m))
         # 2*5*8 + 6*8 + 2 layers * (4*64 + 2*256) = 80 + 48 + 1536
-        self.assertEqual(len(microgpt.flat_params(sd)), 1664)
+        self.assertEqual(len(flat_params(sd)), 1664)
 
     def test_forward_matches_plain_float_reference(self):
         config, tok, sd = tiny_model(seed=4)
@@ -639,15 +653,12 @@ class TestModel(TapeTestCase):
         # A learner swaps squared ReLU for tanh. With fc1 = 0 every hidden unit is tanh(0) = 0,
         # but its slope is 1, so it must still reach fc2 and pass gradient back to fc1: fc1's
         # gradient must match central differences of the loss, and not be all 0.
-        def tanh(self):
-            t = math.tanh(self.data)
-            return Value(t, (self,), (1 - t * t,))
         config, tok, sd = tiny_model(seed=8, n_layer=1)
         for row in sd['layer0.mlp.fc1']:
             for p in row:
                 p.data = 0.0
         tokens = [tok.bos, 2, 0, tok.bos]
-        with mock.patch.object(Value, 'relu_squared', tanh):
+        with mock.patch.object(Value, 'relu_squared', Value.tanh):
             loss = microgpt.document_loss(tokens, sd, config)
             loss.backward()
             fc1 = sd['layer0.mlp.fc1']
@@ -931,14 +942,14 @@ def run_steps(seed, steps, config, tokenizer, docs):
     the final weights. Keeps no graph alive once it returns."""
     state_dict = microgpt.init_params(tokenizer.vocab_size, config, random.Random(seed))
     losses = train(docs, tokenizer, state_dict, dataclasses.replace(config, steps=steps))
-    return losses, [p.data for p in microgpt.flat_params(state_dict)]
+    return losses, [p.data for p in flat_params(state_dict)]
 
 
 def live_values():
     return sum(1 for o in gc.get_objects() if type(o) is Value)
 
 
-class TestTraining(TapeTestCase):
+class TestTraining(NoRecordingTestCase):
     def test_fast_paths_match_atomic_operations(self):
         # dot() and linear() as plain * and + nodes, logsumexp() and softmax() as exp, +, log
         # and ** -1 nodes: the same losses and the same weights after three steps of training.
@@ -966,7 +977,7 @@ class TestTraining(TapeTestCase):
         self.assertEqual(len(fast_weights), len(slow_weights))
         self.assertLess(max(abs(a - b) for a, b in zip(fast_weights, slow_weights)), 1e-9)
         # the weights did move, so matching them is not trivial: each moved ~lr at step 1
-        init = [p.data for p in microgpt.flat_params(
+        init = [p.data for p in flat_params(
             microgpt.init_params(tok.vocab_size, config, random.Random(21)))]
         self.assertGreater(max(abs(a - b) for a, b in zip(fast_weights, init)), 0.005)
 
@@ -1009,11 +1020,11 @@ class TestTraining(TapeTestCase):
         self.assertEqual(stopped, full[:3])
         self.assertEqual(len(full), 10)
         # zero steps: nothing logged, nothing learned
-        before = [p.data for p in microgpt.flat_params(state_dict)]
+        before = [p.data for p in flat_params(state_dict)]
         no_steps = dataclasses.replace(config, steps=0)
         self.assertEqual(train(NAMES, tok, state_dict, no_steps, log), [])
         self.assertEqual(steps_logged, [1, 2, 3])
-        self.assertEqual([p.data for p in microgpt.flat_params(state_dict)], before)
+        self.assertEqual([p.data for p in flat_params(state_dict)], before)
 
     def test_losses_so_far_survive_an_error(self):
         # train() appends each step's loss to the caller's list as it goes, so a run stopped by
@@ -1025,7 +1036,10 @@ class TestTraining(TapeTestCase):
         full = train(NAMES, tok, microgpt.init_params(tok.vocab_size, config, random.Random(5)),
                      config)
 
+        tapes = []
+
         def log(step, loss):
+            tapes.append(Value.tape)
             microgpt.require(step < 3, f"training diverged at step {step}")
 
         losses = []
@@ -1033,33 +1047,33 @@ class TestTraining(TapeTestCase):
         with self.assertRaisesRegex(microgpt.InputError, 'diverged at step 3'):
             microgpt.train(NAMES, tok, state_dict, config, losses, log)
         self.assertEqual(losses, full[:3])
-        self.assertEqual(Value.tape, [])   # log runs after Adam.step, which cleared the tape
+        self.assertEqual(tapes, [None] * 3)   # log runs after the step's recording has ended
 
     def test_no_graph_outlives_a_training_step(self):
         # Progress switches the cycle collector off while training (and runs it every 40 steps),
         # relying on reference counting to free each step's graph. So train inside Progress, and
         # count the live Values at every step before Progress's own log can collect anything:
-        # train() has already dropped the step's graph (`del loss`, after Adam.step cleared the
-        # tape), so only the parameters and what other tests hold may be alive, every step.
+        # train() has already dropped the step's graph (`del loss`, after its recording ended),
+        # so only the parameters and what other tests hold may be alive, every step.
         config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, steps=15,
                                  learning_rate=0.01)
         docs = [name for name in NAMES if len(name) == 3]
         self.assertGreater(len(docs), 15)
         tok = microgpt.Tokenizer(''.join(docs))
         state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(4))
-        n_params = len(microgpt.flat_params(state_dict))
+        n_params = len(flat_params(state_dict))
         # One step first, so that anything a first step creates once is in the baseline.
         train(docs, tok, state_dict, dataclasses.replace(config, steps=1))
         gc.collect()
         baseline = live_values()   # the parameters and any Values other tests still hold
         was_enabled = gc.isenabled()
-        counts, tape_lengths, collector_on = [], [], []
+        counts, tapes, collector_on = [], [], []
         try:
             with contextlib.redirect_stdout(io.StringIO()), \
                     microgpt.Progress(config, tok.vocab_size) as progress:
                 def log(step, loss):
                     counts.append(live_values())
-                    tape_lengths.append(len(Value.tape))
+                    tapes.append(Value.tape)
                     collector_on.append(gc.isenabled())
                     return progress.log(step, loss)
 
@@ -1072,7 +1086,7 @@ class TestTraining(TapeTestCase):
         self.assertTrue(gc.isenabled())   # Progress switched the collector back on
         self.assertEqual(collector_on, [False] * 15)
         self.assertEqual(len(losses), 15)
-        self.assertEqual(tape_lengths, [0] * 15)
+        self.assertEqual(tapes, [None] * 15)
         self.assertGreater(n_params, 500)
         self.assertGreaterEqual(baseline, n_params)
         self.assertEqual(counts, [baseline] * 15)   # no graph outlives its step
@@ -1088,22 +1102,49 @@ class TestTraining(TapeTestCase):
         self.assertNotEqual(a[0], c[0])   # a different seed really is a different run
 
 
-class TestTapeAroundTheModel(TapeTestCase):
-    """Only computed Values go on the tape, never the weights. evaluate() and generate() drop only
-    their own part of it; Adam.step() (so train(), after each step) clears it, earlier graphs
-    included. backward()
-    leaves it as it was: a graph can be backpropagated again (the weights add up), and graphs
-    backpropagated earlier do not leak into later ones. Summed losses backpropagate as one."""
+def finite_difference(loss_at, p):
+    """d loss / d p by a central difference: loss_at() recomputes the loss from the weights."""
+    saved, losses = p.data, []
+    for value in (saved + H, saved - H):
+        p.data = value
+        losses.append(loss_at())
+    p.data = saved
+    return (losses[0] - losses[1]) / (2 * H)
+
+
+def some_weights(state_dict, rng, per_matrix=1):
+    """A few weights to check by finite differences: from every matrix, the one with the largest
+    gradient and per_matrix more at random."""
+    chosen = []
+    for matrix in state_dict.values():
+        flat = [p for row in matrix for p in row]
+        chosen.append(max(flat, key=lambda p: abs(p.grad)))
+        chosen += rng.sample(flat, per_matrix)
+    return chosen
+
+
+class TestGraphsAroundTheModel(NoRecordingTestCase):
+    """A document's loss is a graph of computed Values over the weights, kept alive by the loss
+    alone: evaluate(), generate(), training steps (this model's or another's) may run between its
+    forward pass and its backward(), which still gives the gradients of that graph, exactly. A
+    recording holds computed Values only, never the weights. backward() can be called again (the
+    weights add up), graphs backpropagated earlier do not leak into later ones, and summed losses
+    backpropagate as one."""
 
     CONFIG = dict(seed=10, n_layer=1, n_embd=8, n_head=2, block_size=8, chars='abcdeo')
 
     def grads(self, state_dict):
-        return [p.grad for p in microgpt.flat_params(state_dict)]
+        return [p.grad for p in flat_params(state_dict)]
+
+    def assertGradsMatchFiniteDifferences(self, state_dict, loss_at, rng, per_matrix=1):
+        for p in some_weights(state_dict, rng, per_matrix):
+            fd = finite_difference(loss_at, p)
+            self.assertTrue(close(p.grad, fd, 1e-7, 1e-5), (p.grad, fd))
 
     def test_evaluate_and_generate_keep_an_earlier_graph(self):
         # Two copies of the same model: the first backpropagates its loss straight away, the
         # second runs evaluate() and generate() between building its loss and backward(). Same
-        # graph, same tape order, so the same gradients, exactly.
+        # graph, searched the same way, so the same gradients, exactly.
         config, tok, sd_a = tiny_model(**self.CONFIG)
         tokens = microgpt.doc_tokens('abode', tok, config.block_size)
         loss_a = microgpt.document_loss(tokens, sd_a, config)
@@ -1113,16 +1154,11 @@ class TestTapeAroundTheModel(TapeTestCase):
 
         _, _, sd_b = tiny_model(**self.CONFIG)
         loss_b = microgpt.document_loss(tokens, sd_b, config)
-        before = len(Value.tape)
-        self.assertIs(Value.tape[-1], loss_b)
         microgpt.evaluate(['cab', 'deed', 'bead'], tok, sd_b, config)
-        self.assertEqual(len(Value.tape), before)
         rng = random.Random(0)
         for prompt in ('', 'b', 'dec'):
             sample = microgpt.generate(sd_b, tok, config, rng, prompt)
             self.assertTrue(sample.startswith(prompt), (prompt, sample))
-            self.assertEqual(len(Value.tape), before)
-        self.assertIs(Value.tape[-1], loss_b)
         self.assertEqual(self.grads(sd_b), [0.0] * len(expected))   # nothing backpropagated yet
         loss_b.backward()
         self.assertEqual(loss_b.data, loss_a.data)
@@ -1131,87 +1167,100 @@ class TestTapeAroundTheModel(TapeTestCase):
     def test_exact_gradients_after_training_evaluating_and_sampling(self):
         config, tok, sd = tiny_model(**self.CONFIG)
         train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
-        self.assertEqual(Value.tape, [])   # train() cleared it after its last step
+        self.assertIsNone(Value.tape)   # train() ended its recordings
         microgpt.evaluate(['abode'], tok, sd, config)
         microgpt.generate(sd, tok, config, random.Random(1), 'a')
-        self.assertEqual(Value.tape, [])
+        self.assertIsNone(Value.tape)
         # out = a*b + exp(c) at a = 1.5, b = -2, c = 0: d/da = b = -2, d/db = a = 1.5,
         # d/dc = e^0 = 1, exactly
         a, b, c = Value(1.5), Value(-2.0), Value(0.0)
-        out = a * b + c.exp()
-        out.backward()
+        with Value.recording():
+            out = a * b + c.exp()
+            out.backward()
+            self.assertEqual(len(Value.tape), 3)   # a * b, exp(c), the sum: backward() keeps them
+            self.assertIs(Value.tape[-1], out)
         self.assertEqual((out.data, a.grad, b.grad, c.grad), (-2.0, -2.0, 1.5, 1.0))
-        self.assertEqual(len(Value.tape), 3)   # a * b, exp(c), the sum: backward() keeps them
-        self.assertIs(Value.tape[-1], out)
 
     def test_only_computed_values_are_on_the_tape(self):
         # init_params makes leaves only, so the tape stays empty; a document's loss puts its
         # computed Values on it, the loss last, and never a weight.
-        config, tok, sd = tiny_model(**self.CONFIG)
-        self.assertEqual(Value.tape, [])
-        tokens = microgpt.doc_tokens('cab', tok, config.block_size)
-        loss = microgpt.document_loss(tokens, sd, config)
-        self.assertGreater(len(Value.tape), 500)
-        self.assertIs(Value.tape[-1], loss)
-        self.assertTrue(all(node._children for node in Value.tape))
-        on_tape = {id(node) for node in Value.tape}
-        self.assertFalse(any(id(p) in on_tape for p in microgpt.flat_params(sd)))
+        with Value.recording():
+            config, tok, sd = tiny_model(**self.CONFIG)
+            self.assertEqual(Value.tape, [])
+            tokens = microgpt.doc_tokens('cab', tok, config.block_size)
+            loss = microgpt.document_loss(tokens, sd, config)
+            tape = Value.tape
+        self.assertGreater(len(tape), 500)
+        self.assertIs(tape[-1], loss)
+        self.assertTrue(all(node._children for node in tape))
+        on_tape = {id(node) for node in tape}
+        self.assertFalse(any(id(p) in on_tape for p in flat_params(sd)))
+        # Every Value graph() finds from the loss is on it (the tape also holds Values the loss
+        # does not depend on: the MLP's inactive units, which fc2 never reads)
+        self.assertLessEqual({id(node) for node in loss.graph()}, on_tape)
 
-    def test_train_clears_the_tape_including_an_earlier_graph(self):
-        # A loss built before train() is gone from the tape afterwards: backward() on it raises,
-        # and adds nothing to the weights (Adam's last step reset their grads to 0). Computing it
-        # again gives a loss that backpropagates, and that the two steps have lowered: the first
-        # step trained on this very document.
+    def test_a_loss_built_before_training_still_backpropagates(self):
+        # A loss built before train() keeps its own graph: afterwards backward() gives the
+        # gradient of that graph, at the weights it was built from, exactly as it would have
+        # before training. Computing it again gives a loss that the two steps have lowered: the
+        # first step trained on this very document.
         config, tok, sd = tiny_model(**self.CONFIG)
         tokens = microgpt.doc_tokens('abode', tok, config.block_size)
+        _, _, sd_ref = tiny_model(**self.CONFIG)
+        microgpt.document_loss(tokens, sd_ref, config).backward()
+        expected = self.grads(sd_ref)
         early = microgpt.document_loss(tokens, sd, config)
-        self.assertIs(Value.tape[-1], early)
         train(['abode', 'cab'], tok, sd, dataclasses.replace(config, steps=2))
-        self.assertEqual(Value.tape, [])
-        with self.assertRaisesRegex(RuntimeError, 'no longer on the tape'):
-            early.backward()
-        n = len(microgpt.flat_params(sd))
-        self.assertEqual(self.grads(sd), [0.0] * n)
+        n = len(flat_params(sd))
+        self.assertEqual(self.grads(sd), [0.0] * n)   # Adam's last step reset them
+        self.assertNotEqual([p.data for p in flat_params(sd)],
+                            [p.data for p in flat_params(sd_ref)])
+        early.backward()
+        self.assertEqual(self.grads(sd), expected)
+        self.assertGreater(sum(g != 0.0 for g in expected), 100)
+        for p in flat_params(sd):
+            p.grad = 0.0
         again = microgpt.document_loss(tokens, sd, config)
         again.backward()
         self.assertGreater(sum(g != 0.0 for g in self.grads(sd)), 100)
         self.assertLess(again.data, early.data)
 
-    def test_a_hand_written_loop_with_adam_keeps_the_tape_bounded(self):
-        # A learner's own training loop (forward, backward, Adam.step, with no tape handling of
-        # its own) must not pile graphs up on the tape: Adam.step() clears it, because every graph
-        # recorded so far was built from the weights it has just changed. Without that clear the
-        # tape would hold one more document's graph after every step (and every backward() would
-        # replay them all).
+    def test_a_hand_written_loop_with_adam_records_nothing_and_keeps_nothing(self):
+        # A learner's own training loop (forward, backward, Adam.step, with no recording and no
+        # housekeeping): nothing is recorded, and each step's graph is freed once its loss is
+        # dropped, so the number of live Values is the same after every step.
         config, tok, sd = tiny_model(**self.CONFIG)
-        optimizer = microgpt.Adam(microgpt.flat_params(sd))
-        lengths = []
-        for doc in ['abode', 'cab', 'dab', 'bead', 'ace']:
-            loss = microgpt.document_loss(microgpt.doc_tokens(doc, tok, config.block_size), sd, config)
-            self.assertGreater(len(Value.tape), 50)   # the graph is on the tape until the update
+        optimizer = microgpt.Adam(flat_params(sd))
+        loss = None
+        counts = []
+        for doc in ['abode', 'cab', 'dab', 'bead', 'ace', 'deco']:
+            loss = microgpt.document_loss(microgpt.doc_tokens(doc, tok, config.block_size), sd,
+                                          config)
+            self.assertIsNone(Value.tape)
             loss.backward()
             optimizer.step(0.01)
-            lengths.append(len(Value.tape))
-        self.assertEqual(lengths, [0] * 5)
+            loss = None
+            gc.collect()
+            counts.append(live_values())
+        self.assertEqual(counts, [counts[0]] * 6)
 
-    def test_a_backpropagated_graph_left_on_the_tape_does_not_leak_into_training(self):
-        # A graph backpropagated before train() is still on the tape when train()'s first
-        # backward() replays it, but its Values start again from 0 and pass nothing on. So, with
-        # the weights' grads reset (as Adam.step() leaves them), training goes exactly as from an
-        # empty tape: same losses, same weights.
+    def test_a_graph_backpropagated_before_training_does_not_leak_into_it(self):
+        # A graph backpropagated before train() has no part in train()'s steps. So, with the
+        # weights' grads reset (as Adam.step() leaves them), training goes exactly as it would
+        # have without it: same losses, same weights.
         docs, steps = ['abode', 'cab'], dict(steps=2)
         config, tok, sd_a = tiny_model(**self.CONFIG, **steps)
         deed = microgpt.doc_tokens('deed', tok, config.block_size)
-        microgpt.document_loss(deed, sd_a, config).backward()
-        self.assertGreater(len(Value.tape), 500)
-        for p in microgpt.flat_params(sd_a):
+        earlier = microgpt.document_loss(deed, sd_a, config)
+        earlier.backward()
+        for p in flat_params(sd_a):
             p.grad = 0.0
         losses_a = train(docs, tok, sd_a, config)
         _, _, sd_b = tiny_model(**self.CONFIG, **steps)
         losses_b = train(docs, tok, sd_b, config)
-        weights = [p.data for p in microgpt.flat_params(sd_b)]
+        weights = [p.data for p in flat_params(sd_b)]
         self.assertEqual(losses_a, losses_b)
-        self.assertEqual([p.data for p in microgpt.flat_params(sd_a)], weights)
+        self.assertEqual([p.data for p in flat_params(sd_a)], weights)
         # Without that reset, the weights' grads from 'deed' add into the first step, as in
         # PyTorch: same first loss (the forward pass does not read .grad), different weights.
         _, _, sd_c = tiny_model(**self.CONFIG, **steps)
@@ -1219,25 +1268,111 @@ class TestTapeAroundTheModel(TapeTestCase):
         losses_c = train(docs, tok, sd_c, config)
         self.assertEqual(losses_c[0], losses_b[0])
         self.assertGreater(max(abs(p.data - w)
-                               for p, w in zip(microgpt.flat_params(sd_c), weights)), 1e-4)
+                               for p, w in zip(flat_params(sd_c), weights)), 1e-4)
 
     def test_backward_twice_on_a_model_loss(self):
         # The weights add the gradient up: twice what one call gives them (to rounding, as the
         # second call adds each contribution onto the first call's sum). Every computed Value gets
-        # the same gradient again, exactly: it starts from 0 and the replay is the same.
-        config, tok, sd = tiny_model(**self.CONFIG)
-        loss = microgpt.document_loss(microgpt.doc_tokens('abode', tok, config.block_size), sd,
-                                      config)
-        loss.backward()
-        once, nodes_once = self.grads(sd), [node.grad for node in Value.tape]
-        self.assertGreater(sum(g != 0.0 for g in once), 100)
-        self.assertGreater(sum(g != 0.0 for g in nodes_once), 100)
-        loss.backward()
-        self.assertEqual([node.grad for node in Value.tape], nodes_once)
-        twice = self.grads(sd)
-        for g1, g2 in zip(once, twice):
-            self.assertTrue(close(g2, 2 * g1, 1e-15, 1e-12), (g1, g2))
-            self.assertEqual(g2 == 0.0, g1 == 0.0)   # weights off the loss's path stay at 0
+        # the same gradient again, exactly: it starts from 0 and the pass is the same. Whether
+        # backward() replays a recording or searches the graph.
+        for way, context in (('outside a recording', contextlib.nullcontext),
+                             ('recording', Value.recording)):
+            with self.subTest(way), context():
+                config, tok, sd = tiny_model(**self.CONFIG)
+                loss = microgpt.document_loss(microgpt.doc_tokens('abode', tok, config.block_size),
+                                              sd, config)
+                nodes = loss.graph()
+                loss.backward()
+                once, nodes_once = self.grads(sd), [node.grad for node in nodes]
+                self.assertGreater(sum(g != 0.0 for g in once), 100)
+                self.assertGreater(sum(g != 0.0 for g in nodes_once), 100)
+                loss.backward()
+                self.assertEqual([node.grad for node in nodes], nodes_once)
+                twice = self.grads(sd)
+                for g1, g2 in zip(once, twice):
+                    self.assertTrue(close(g2, 2 * g1, 1e-15, 1e-12), (g1, g2))
+                    self.assertEqual(g2 == 0.0, g1 == 0.0)   # weights off the loss's path stay 0
+
+    def test_training_gives_the_same_run_recorded_or_not(self):
+        # train() records each step and backward() replays the recording; a learner's own loop
+        # (forward, backward, Adam.step) records nothing, so backward() searches the graph. Same
+        # graph, same forward arithmetic: the losses agree, and so do the weights, to the last
+        # bit or nearly: the two orders visit a Value's users in different orders (creation
+        # order against depth-first order), so a weight used in many places, at every position,
+        # sums the same contributions in another order, which can change its gradient's last bit
+        # (measured: ~1e-16, the weights ~1e-15 apart after a few steps). Anything more than
+        # rounding, a missed or doubled contribution, would be ~lr = 1e-2 apart.
+        config, tok, sd_train = tiny_model(seed=12, n_layer=2, n_embd=8, n_head=2, block_size=8,
+                                           chars=''.join(NAMES), steps=4, learning_rate=0.01)
+        _, _, sd_own = tiny_model(seed=12, n_layer=2, n_embd=8, n_head=2, block_size=8,
+                                  chars=''.join(NAMES))
+        replayed, backward = [], Value.backward
+
+        def spy(self):   # was this backward() a replay of a recording?
+            replayed.append(Value.tape is not None and Value.tape[-1] is self)
+            return backward(self)
+
+        with mock.patch.object(Value, 'backward', spy):
+            losses_train = train(NAMES, tok, sd_train, config)
+            self.assertEqual(replayed, [True] * 4)
+            optimizer, losses_own = microgpt.Adam(flat_params(sd_own)), []
+            for step in range(config.steps):
+                tokens = microgpt.doc_tokens(NAMES[step], tok, config.block_size)
+                loss = microgpt.document_loss(tokens, sd_own, config)
+                loss.backward()
+                optimizer.step(config.learning_rate * (1 - step / config.steps))
+                losses_own.append(loss.data)
+            self.assertEqual(replayed, [True] * 4 + [False] * 4)
+        for a, b in zip(losses_train, losses_own):
+            self.assertTrue(close(a, b, 1e-14, 1e-13), (a, b))
+        start = [p.data for p in flat_params(tiny_model(seed=12, n_layer=2, n_embd=8, n_head=2,
+                                                        block_size=8, chars=''.join(NAMES))[2])]
+        moved = [p.data for p in flat_params(sd_train)]
+        self.assertGreater(max(abs(a - b) for a, b in zip(start, moved)), 0.005)   # they trained
+        for a, b in zip(moved, [p.data for p in flat_params(sd_own)]):
+            self.assertTrue(close(a, b, 1e-13, 1e-12), (a, b))
+
+    def test_two_optimizers_stepping_interleaved(self):
+        # Two models with their own Adam in one process, their steps interleaved: A's forward,
+        # B's forward, A's backward and update, B's backward and update. Each backward() gives
+        # the gradients of its own loss, as central differences of that loss measure them.
+        config_a, tok_a, sd_a = tiny_model(seed=21, n_layer=1, n_embd=8, n_head=2, block_size=6)
+        config_b, tok_b, sd_b = tiny_model(seed=22, n_layer=2, n_embd=4, n_head=1, block_size=5,
+                                           chars='xyz')
+        opt_a, opt_b = microgpt.Adam(flat_params(sd_a)), microgpt.Adam(flat_params(sd_b))
+        rng = random.Random(23)
+        for doc_a, doc_b in (('abca', 'xyzzy'), ('dab', 'zyx')):
+            tokens_a = microgpt.doc_tokens(doc_a, tok_a, config_a.block_size)
+            tokens_b = microgpt.doc_tokens(doc_b, tok_b, config_b.block_size)
+            loss_a = microgpt.document_loss(tokens_a, sd_a, config_a)
+            loss_b = microgpt.document_loss(tokens_b, sd_b, config_b)
+            for loss, sd, config, tokens, optimizer in ((loss_a, sd_a, config_a, tokens_a, opt_a),
+                                                        (loss_b, sd_b, config_b, tokens_b, opt_b)):
+                loss.backward()
+                self.assertGradsMatchFiniteDifferences(
+                    sd, lambda: microgpt.document_loss(tokens, sd, config).data, rng)
+                optimizer.step(0.05)
+                self.assertEqual({p.grad for p in flat_params(sd)}, {0.0})
+
+    def test_a_second_model_trained_between_forward_and_backward(self):
+        # Model B (its own config and vocabulary) builds its loss; model A trains for three steps
+        # (recorded, as train() does); then B's backward() gives exactly the gradients it gives
+        # with nothing in between, and they match central differences.
+        config_a, tok_a, sd_a = tiny_model(seed=31, n_layer=1, n_embd=8, n_head=2, block_size=6,
+                                           steps=3)
+        config_b, tok_b, sd_b = tiny_model(seed=32, n_layer=2, n_embd=12, n_head=3, block_size=7,
+                                           chars='eprst')
+        tokens_b = microgpt.doc_tokens('strept', tok_b, config_b.block_size)
+        _, _, sd_ref = tiny_model(seed=32, n_layer=2, n_embd=12, n_head=3, block_size=7,
+                                  chars='eprst')
+        microgpt.document_loss(tokens_b, sd_ref, config_b).backward()
+        loss_b = microgpt.document_loss(tokens_b, sd_b, config_b)
+        losses_a = train(['abc', 'cab', 'dad'], tok_a, sd_a, config_a)
+        self.assertEqual(len(losses_a), 3)
+        loss_b.backward()
+        self.assertEqual(self.grads(sd_b), self.grads(sd_ref))
+        self.assertGradsMatchFiniteDifferences(
+            sd_b, lambda: microgpt.document_loss(tokens_b, sd_b, config_b).data, random.Random(33))
 
     def test_summed_document_losses_give_summed_gradients(self):
         # Batching: backward() of loss1 + loss2 gives each weight the sum of the gradients that
@@ -1263,7 +1398,295 @@ class TestTapeAroundTheModel(TapeTestCase):
         self.assertGreater(max(abs(x - y) for x, y in zip(self.grads(sd_c), summed)), 1e-3)
 
 
-class TestScale(TapeTestCase):
+# %% A learner's changes: another nonlinearity, a learned RMSNorm gain
+def gelu(x):
+    """GELU by its tanh approximation (GPT-2's), from Value operations."""
+    return 0.5 * x * (1 + (math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)).tanh())
+
+
+def gelu_mlp(x, layer, state_dict):
+    """microgpt.mlp with GELU instead of squared ReLU, every hidden unit passed on to fc2."""
+    h = microgpt.linear(x, state_dict[f'{layer}.mlp.fc1'])
+    return microgpt.linear([gelu(hj) for hj in h], state_dict[f'{layer}.mlp.fc2'])
+
+
+def float_gelu(a):
+    return 0.5 * a * (1 + math.tanh(math.sqrt(2 / math.pi) * (a + 0.044715 * a ** 3)))
+
+
+def with_gains(param_shapes):
+    """param_shapes plus an RMSNorm gain, a (1, n_embd) matrix, for each of gpt()'s norms."""
+    def shapes(vocab_size, config):
+        shapes = dict(param_shapes(vocab_size, config), ln_0=(1, config.n_embd))
+        for i in range(config.n_layer):
+            shapes[f'layer{i}.ln_1'] = shapes[f'layer{i}.ln_2'] = (1, config.n_embd)
+        return shapes
+    return shapes
+
+
+class TestLearnersChanges(NoRecordingTestCase):
+    """gpt() calls rmsnorm(), attention() and mlp() by their global names and reads an RMSNorm
+    gain from state_dict if there is one, so a learner can swap the MLP (`microgpt.mlp = ...`) or
+    learn gains (add them to param_shapes) without touching gpt(): the loss, its gradients,
+    training and checkpoints follow."""
+
+    def loss_and_grads_check(self, config, tok, sd, tokens, names, nonlinearity):
+        """document_loss against the float reference, backward() against central differences
+        for a few weights of each named matrix (each with a clearly nonzero gradient somewhere)."""
+        loss = microgpt.document_loss(tokens, sd, config)
+        logits = float_forward(tokens[:-1], sd, config, nonlinearity=nonlinearity)
+        expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:]))
+        self.assertAlmostEqual(loss.data, expected / (len(tokens) - 1), delta=1e-12)
+        loss.backward()
+        rng = random.Random(5)
+        for name in names:
+            flat = [p for row in sd[name] for p in row]
+            self.assertGreater(max(abs(p.grad) for p in flat), 1e-4, name)
+            for p in [max(flat, key=lambda p: abs(p.grad))] + rng.sample(flat, 3):
+                fd = finite_difference(lambda: microgpt.document_loss(tokens, sd, config).data, p)
+                self.assertTrue(close(p.grad, fd, 1e-7, 1e-5), (name, p.grad, fd))
+        return loss.data
+
+    def test_gelu_in_place_of_squared_relu(self):
+        config, tok, sd = tiny_model(seed=41, n_layer=2)
+        tokens = microgpt.doc_tokens('abcab', tok, config.block_size)
+        squared_relu_loss = microgpt.document_loss(tokens, sd, config).data
+        self.addCleanup(setattr, microgpt, 'mlp', microgpt.mlp)
+        microgpt.mlp = gelu_mlp
+        loss = self.loss_and_grads_check(
+            config, tok, sd, tokens, ['layer0.mlp.fc1', 'layer1.mlp.fc2', 'layer0.attn.wq', 'wte'],
+            float_gelu)
+        self.assertGreater(abs(loss - squared_relu_loss), 1e-6)
+        # GELU is negative below 0 (its minimum, -0.17, at -0.75): no unit is ever left out
+        self.assertLess(float_gelu(-0.75), -0.16)
+
+    def test_a_learned_rmsnorm_gain(self):
+        with mock.patch.object(microgpt, 'param_shapes', with_gains(microgpt.param_shapes)):
+            config, tok, sd = tiny_model(seed=42, n_layer=2)
+        gains = ['ln_0', 'layer0.ln_1', 'layer0.ln_2', 'layer1.ln_1', 'layer1.ln_2']
+        self.assertEqual({name: (len(sd[name]), len(sd[name][0])) for name in gains},
+                         dict.fromkeys(gains, (1, config.n_embd)))
+        tokens = microgpt.doc_tokens('dcab', tok, config.block_size)
+        _, _, plain = tiny_model(seed=42, n_layer=2)
+        plain_loss = microgpt.document_loss(tokens, plain, config).data
+        loss = self.loss_and_grads_check(config, tok, sd, tokens, gains + ['layer1.mlp.fc1'],
+                                         float_squared_relu)
+        self.assertGreater(abs(loss - plain_loss), 1e-6)
+        # rmsnorm() itself: x * scale * (1 + g), g = 0 is no gain at all
+        x, zero = [Value(3.0), Value(4.0)], [[Value(0.0), Value(0.0)]]
+        self.assertEqual([v.data for v in microgpt.rmsnorm(x, zero)],
+                         [v.data for v in microgpt.rmsnorm(x)])
+        y = microgpt.rmsnorm(x, [[Value(0.5), Value(-1.0)]])
+        s = 1 / math.sqrt(12.50001)
+        self.assertAlmostEqual(y[0].data, 3 * s * 1.5, delta=1e-15)
+        self.assertEqual(y[1].data, 0.0)
+
+    def test_a_model_with_gains_saves_loads_and_trains(self):
+        def round_trip(config, tok, sd):
+            with tempfile.TemporaryDirectory() as folder:
+                path = os.path.join(folder, 'ck.json')
+                microgpt.save_checkpoint(path, config, tok, sd)
+                loaded, tok2, config2 = microgpt.load_checkpoint(path, microgpt.Config(), {})
+            self.assertEqual(tok2.chars, tok.chars)
+            self.assertEqual([getattr(config2, f) for f in microgpt.MODEL_SHAPE],
+                             [getattr(config, f) for f in microgpt.MODEL_SHAPE])
+            self.assertEqual(list(loaded), list(sd))
+            self.assertIn('ln_0', loaded)
+            self.assertEqual({n: [[p.data for p in row] for row in m] for n, m in loaded.items()},
+                             {n: [[p.data for p in row] for row in m] for n, m in sd.items()})
+            tokens = microgpt.doc_tokens('bad', tok, config.block_size)
+            self.assertEqual(microgpt.document_loss(tokens, loaded, config2).data,
+                             microgpt.document_loss(tokens, sd, config).data)
+
+        with mock.patch.object(microgpt, 'param_shapes', with_gains(microgpt.param_shapes)):
+            config, tok, sd = tiny_model(seed=43, n_layer=1, steps=3)
+            round_trip(config, tok, sd)
+            before = [p.data for p in sd['layer0.ln_2'][0]]
+            train(['abc', 'dab', 'cad'], tok, sd, config)   # Adam takes every matrix, gains too
+            self.assertTrue(all(p.data != b for p, b in zip(sd['layer0.ln_2'][0], before)))
+            round_trip(config, tok, sd)
+
+
+# %% Sampling: top-k, prompts
+def greedy(state_dict, tokenizer, config, prompt=''):
+    """Argmax decoding: feed the tokens through gpt() and append the highest-scoring next token
+    until it is BOS or the context is full."""
+    tokens = [tokenizer.bos] + tokenizer.encode(prompt)
+    kv_cache = new_kv_cache(config)
+    for pos in range(config.block_size):
+        logits = [v.data for v in microgpt.gpt(tokens[pos], pos, kv_cache, state_dict, config)]
+        if pos + 1 < len(tokens):
+            continue
+        best = max(range(len(logits)), key=logits.__getitem__)
+        if best == tokenizer.bos:
+            break
+        tokens.append(best)
+    return tokenizer.decode(tokens[1:])
+
+
+class TestSampling(NoRecordingTestCase):
+
+    def test_top_k_1_is_greedy(self):
+        config, tok, sd = tiny_model(seed=51, n_layer=1, block_size=8, chars='abcdefgh')
+        for row in sd['lm_head']:   # sharper odds, so that sampling would wander otherwise
+            for p in row:
+                p.data *= 20
+        for prompt in ('', 'a', 'hg'):
+            expected = greedy(sd, tok, config, prompt)
+            for temperature in (0.5, 1.0, 3.0):
+                topk = dataclasses.replace(config, top_k=1, temperature=temperature)
+                rng = random.Random(52)
+                samples = [microgpt.generate(sd, tok, topk, rng, prompt) for _ in range(5)]
+                self.assertEqual(samples, [expected] * 5, (prompt, temperature))
+        sampled = dataclasses.replace(config, temperature=3.0)
+        rng = random.Random(52)
+        self.assertGreater(len({microgpt.generate(sd, tok, sampled, rng) for _ in range(10)}), 1)
+
+    def test_top_k_of_the_vocabulary_or_more_is_no_top_k(self):
+        config, tok, sd = tiny_model(seed=53, n_layer=1, temperature=1.0)
+
+        def samples(top_k):
+            rng, cfg = random.Random(54), dataclasses.replace(config, top_k=top_k)
+            return [microgpt.generate(sd, tok, cfg, rng) for _ in range(30)]
+        everything = samples(0)
+        self.assertGreater(len(set(everything)), 10)
+        for top_k in (tok.vocab_size, tok.vocab_size + 1, 1000):
+            self.assertEqual(samples(top_k), everything, top_k)
+
+    def test_top_k_2_draws_only_the_two_likeliest(self):
+        # block_size 1: each sample is one draw from the first position's scores ('' is BOS).
+        config, tok, sd = tiny_model(seed=55, n_layer=1, block_size=1, chars='abcdefg',
+                                     temperature=2.0)
+        logits = float_forward([tok.bos], sd, config)[0]
+        ranked = sorted(range(tok.vocab_size), key=lambda i: -logits[i])
+        self.assertGreater(logits[ranked[1]] - logits[ranked[2]], 1e-6)   # no tie with a third
+        two = {tok.decode([i]) if i != tok.bos else '' for i in ranked[:2]}
+
+        def draws(top_k):
+            rng, cfg = random.Random(56), dataclasses.replace(config, top_k=top_k)
+            return collections.Counter(microgpt.generate(sd, tok, cfg, rng) for _ in range(400))
+        self.assertEqual(set(draws(2)), two)
+        self.assertEqual(len(draws(0)), tok.vocab_size)   # without top-k, every token comes up
+
+    def test_tokens_tied_with_the_kth_are_kept(self):
+        # lm_head = 0: every score is 0, all tied, so top_k = 1 keeps every token.
+        config, tok, sd = tiny_model(seed=57, n_layer=1, block_size=1, chars='abc')
+        for row in sd['lm_head']:
+            for p in row:
+                p.data = 0.0
+        rng, cfg = random.Random(58), dataclasses.replace(config, top_k=1)
+        drawn = {microgpt.generate(sd, tok, cfg, rng) for _ in range(100)}
+        self.assertEqual(drawn, {'', 'a', 'b', 'c'})
+
+    def test_a_prompt_the_model_cannot_take_is_an_input_error(self):
+        config, tok, sd = tiny_model(seed=59, n_layer=1, block_size=6)
+        for prompt in ('aQ', 'é', 'abcabc'):   # not in the data, or not shorter than block_size
+            with self.subTest(prompt=prompt):
+                with self.assertRaises(microgpt.InputError) as caught:
+                    microgpt.generate(sd, tok, config, random.Random(0), prompt)
+                self.assertIn('--prompt', str(caught.exception))
+                with contextlib.redirect_stdout(io.StringIO()), \
+                        self.assertRaises(microgpt.InputError):
+                    microgpt.print_samples(sd, tok, dataclasses.replace(config, prompt=prompt))
+        self.assertEqual(len(microgpt.generate(sd, tok, config, random.Random(0), 'abcab')), 5)
+
+    def test_an_input_error_shows_as_one_line_in_ipython(self):
+        # IPython and Jupyter show an exception by its _render_traceback_(), if it has one: a list
+        # of lines. For an InputError: one line, no traceback.
+        self.assertEqual(microgpt.InputError('x')._render_traceback_(), ['microgpt: error: x'])
+        config, tok, sd = tiny_model(seed=60, n_layer=1)
+        with self.assertRaises(microgpt.InputError) as caught:
+            microgpt.generate(sd, tok, config, random.Random(0), 'Q')
+        lines = caught.exception._render_traceback_()
+        self.assertEqual(len(lines), 1)
+        self.assertNotIn('\n', lines[0])
+        self.assertEqual(lines[0], f'microgpt: error: {caught.exception}')
+        self.assertIn('--prompt', lines[0])
+
+
+class TestMemory(NoRecordingTestCase):
+    """A learner's own loops, with no housekeeping of any kind, keep nothing: forward passes over
+    many held-out names (their losses read and dropped, never backpropagated), and a sampler that
+    calls gpt() itself. Each document's graph is freed once nothing uses it, so memory after a
+    long loop is what it was before it, and its peak is one document's, not the loop's."""
+
+    @classmethod
+    def setUpClass(cls):
+        # The Run cell's split of the real data: shuffled with the default seed, a tenth held out.
+        docs = microgpt.load_docs(os.path.join(ROOT, 'input.txt'))
+        random.Random(microgpt.Config.seed).shuffle(docs)
+        cls.val_docs = docs[:len(docs) // 10]
+        cls.tokenizer = microgpt.Tokenizer(''.join(docs))
+        cls.config = microgpt.Config(n_layer=1, n_embd=4, n_head=2, block_size=8)
+        cls.state_dict = microgpt.init_params(cls.tokenizer.vocab_size, cls.config,
+                                              random.Random(0))
+
+    def assertKeepsNothing(self, run, short, long):
+        """run(n) is a loop n long: short, then long. Values alive afterwards: the same number as before it. Where
+        tracemalloc can measure (CPython), bytes still allocated after the long loop: none to
+        speak of (keeping each graph would keep ~0.3 MB per name for this model); its peak over
+        the baseline: no more than a short loop's, plus a margin (one longer name's graph)."""
+        gc.collect()
+        values_before = live_values()
+        if tracemalloc is None:   # (PyPy has no tracemalloc: live Values only)
+            run(short)
+            run(long)
+        else:
+            tracemalloc.start()
+            try:
+                run(short)   # first calls may allocate what later ones reuse
+                gc.collect()
+                base = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                run(short)
+                short_peak = tracemalloc.get_traced_memory()[1] - base
+                gc.collect()
+                base = tracemalloc.get_traced_memory()[0]
+                tracemalloc.reset_peak()
+                run(long)
+                gc.collect()
+                current, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            self.assertLess(current - base, 64 * 1024)
+            self.assertGreater(short_peak, 100 * 1024)   # a graph is made, and measured
+            self.assertLess(peak - base, short_peak + 512 * 1024)
+        gc.collect()
+        self.assertEqual(live_values(), values_before)
+
+    def test_a_loop_of_forward_passes(self):
+        config, tok, sd = self.config, self.tokenizer, self.state_dict
+        self.assertGreaterEqual(len(self.val_docs), 110)
+        losses = []
+
+        def run(n):
+            for doc in self.val_docs[:n]:
+                tokens = microgpt.doc_tokens(doc, tok, config.block_size)
+                losses.append(microgpt.document_loss(tokens, sd, config).data)
+        self.assertKeepsNothing(run, 10, 110)
+        self.assertEqual(len(losses), 10 + 10 + 110 if tracemalloc else 10 + 110)
+        self.assertTrue(all(0 < loss < 10 for loss in losses))
+
+    def test_a_learners_own_sampling_loop(self):
+        config, tok, sd = self.config, self.tokenizer, self.state_dict
+        rng, lengths = random.Random(7), []
+
+        def run(n):
+            for _ in range(n):
+                kv_cache, token, sample = new_kv_cache(config), tok.bos, []
+                for pos in range(config.block_size):
+                    logits = microgpt.gpt(token, pos, kv_cache, sd, config)
+                    probs = [p.data for p in microgpt.softmax(logits)]
+                    token = rng.choices(range(tok.vocab_size), weights=probs)[0]
+                    if token == tok.bos:
+                        break
+                    sample.append(token)
+                lengths.append(len(sample))
+        self.assertKeepsNothing(run, 5, 40)
+        self.assertGreater(sum(lengths), 3 * len(lengths))   # samples of several tokens each
+
+
+class TestScale(NoRecordingTestCase):
     def test_deep_model_on_a_long_document_trains_and_samples(self):
         # 4 blocks over 64 positions make a graph far deeper than Python's ~1000-call recursion
         # limit (each position's residual stream runs through every earlier operation), so this
@@ -1274,7 +1697,7 @@ class TestScale(TapeTestCase):
         state_dict = microgpt.init_params(tok.vocab_size, config, random.Random(3))
         tokens = microgpt.doc_tokens(doc, tok, config.block_size)
         self.assertEqual(len(tokens), 65)
-        optimizer = microgpt.Adam(microgpt.flat_params(state_dict))
+        optimizer = microgpt.Adam(flat_params(state_dict))
         loss = microgpt.document_loss(tokens, state_dict, config)
         self.assertAlmostEqual(loss.data, math.log(tok.vocab_size), delta=0.5)   # ~uniform at init
         loss.backward()

@@ -1,17 +1,20 @@
 """microgpt.py leaves what it made in the namespace it runs in, however it is run: runpy (as
 IPython's %run does), the whole file as one Jupyter cell, its `# %%` cells one by one, or
-`python3 -i`. A mistake there is one line on stderr and the session goes on; `import microgpt`
-runs nothing.
+`python3 -i`. The Run cell trains whatever `config` holds, so settings can change between runs.
+A mistake there is one line on stderr and the session goes on; `import microgpt` runs nothing.
 
     python3 -m unittest discover -s tests -p test_notebook.py -v
 
 Jupyter and IPython are not installed: a kernel is simulated as test_cli.NotebookTest does, with
 empty modules named 'ipykernel' and 'IPython' and a kernel's own command line in sys.argv. Every
-run is a child process with a tiny model on test_cli's synthetic names; expected values (document
-counts, vocabulary, weight shapes, which flags were given) come from the data and the settings.
+run is a child process, almost always with a tiny model on test_cli's synthetic names (one session
+trains the default model on the real input.txt for a few steps); expected values (document
+counts, vocabulary, weight shapes, parameter counts, which flags were given) come from the data
+and the settings.
 """
 import json
 import os
+import shutil
 import subprocess
 import sys
 import unittest
@@ -114,6 +117,46 @@ exec(cells[run[0]], namespace)
 print('RERUN', len(namespace['losses']))
 '''
 
+# A learner's session, cell by cell (argv: the script): a first run with `steps: int = 2` and
+# `num_samples: int = 3` edited into Config; then `config = replace(config, n_layer=2, steps=3)`
+# and the Run cell again; then `steps: int = 4` edited into the Settings cell, that cell run
+# again, and the Run cell. Each run is framed by "BEGIN <label>" and "END <label> <json of what
+# it left>".
+REPLACE_THEN_RERUN = r'''
+import json, re, sys
+script = sys.argv[1]
+''' + KERNEL + r'''
+with open(script, encoding='utf-8') as f:
+    source = f.read()
+for field, value in (('steps', 2), ('num_samples', 3)):
+    source, count = re.subn(r'(?m)^(    %s: int = )\d+' % field, r'\g<1>%d' % value, source)
+    assert count == 1, field
+cells = re.split(r'(?m)^(?=# %%)', source)
+settings, = [i for i, cell in enumerate(cells) if cell.startswith('# %% Settings')]
+run, = [i for i, cell in enumerate(cells) if cell.startswith('# %% Run')]
+namespace = {'__name__': '__main__'}
+
+def run_cells(label, indices, cells=cells):
+    print('BEGIN', label, flush=True)
+    for i in indices:
+        exec(compile(cells[i], '<cell %d>' % i, 'exec'), namespace)
+    config, sd = namespace['config'], namespace['state_dict']
+    print('END', label, json.dumps({
+        'n_layer': config.n_layer, 'steps': config.steps, 'losses': len(namespace['losses']),
+        'given': namespace['given'], 'vocab_size': namespace['tokenizer'].vocab_size,
+        'num_samples': config.num_samples,
+        'shapes': {name: [len(m), len(m[0])] for name, m in sd.items()}}), flush=True)
+
+run_cells('first', range(len(cells)))
+exec('config = replace(config, n_layer=2, steps=3)', namespace)
+run_cells('replaced', [run])
+edited = list(cells)
+edited[settings] = cells[settings].replace('steps: int = 2', 'steps: int = 4')
+assert edited[settings] != cells[settings]
+run_cells('default edited', [settings, run], edited)
+'''
+
+
 # runpy.run_path, as IPython's %run runs a script (argv: script, then its flags).
 RUNPY = SUMMARY + r'''
 import runpy, sys
@@ -133,7 +176,7 @@ try:
 except SystemExit as e:
     print('SystemExit', e.code)
     raise
-print('CELL DONE', 'config' in namespace)
+print('CELL DONE', 'losses' in namespace, namespace['config'] == namespace['Config']())
 '''
 
 
@@ -220,10 +263,10 @@ class NamespaceAfterARunTest(NamespaceTestCase):
         cells = self.tagged(result, 'CELLS')
         self.assertGreaterEqual(len(cells), 10, cells)   # the preamble, then one per section
         self.assertTrue(all(title.startswith('# %% ') for title in cells[1:]), cells)
-        self.assertEqual(self.tagged(result, 'NEEDS'), [], 'a function needs a later cell')
         self.check_namespace(result, self.namespace(result), steps=5, given={},
                              n_embd=16, n_head=4, block_size=16)   # Config's own defaults
         self.assertEqual(self.tagged(result, 'RERUN'), 3, result)
+        self.assertEqual(self.tagged(result, 'NEEDS'), [], 'a function needs a later cell')
 
     def test_python_dash_i(self):
         """(d) `python3 -i microgpt.py ...`: after the run, the prompt has its objects."""
@@ -242,6 +285,53 @@ class NamespaceAfterARunTest(NamespaceTestCase):
         self.assertIn(f'LOOK 3 dict 3 {len(NAMES)} {vocab}', result.stdout, result)
         given = sorted(dict(SMALL_SETTINGS, input='', steps=0))
         self.assertIn(f'GIVEN {given}', result.stdout, result)
+
+
+class SettingsBetweenRunsTest(NamespaceTestCase):
+    """In a notebook, the Run cell trains whatever `config` holds: after a run, a learner can
+    `config = replace(config, n_layer=2)` and run the Run cell again; or change a default in
+    Config and run the Settings cell (which starts config afresh from Config) and then the Run
+    cell. On the real input.txt, with Config's defaults but for the numbers of steps and samples."""
+
+    @staticmethod
+    def n_params(vocab, e, block, n_layer):
+        # wte and lm_head: vocab x e each; wpe: block x e; per block, attention's wq wk wv wo
+        # (e x e each) and the MLP's fc1 and fc2 (4e x e and e x 4e)
+        return vocab * e + block * e + n_layer * (4 * e * e + 8 * e * e) + vocab * e
+
+    def test_replace_config_then_run_again(self):
+        shutil.copy(os.path.join(ROOT, 'input.txt'), self.dir)   # (a notebook has no __file__)
+        with open(os.path.join(ROOT, 'input.txt'), encoding='utf-8') as f:
+            vocab = len(set(''.join(line.strip() for line in f))) + 1
+        self.assertEqual(vocab, 27)   # a to z, and BOS
+        result = self.run_python(REPLACE_THEN_RERUN, SCRIPT)
+        self.assertEqual(result.returncode, 0, result)
+        self.assertEqual(result.stderr, '', result)
+        runs, printed, samples, label = {}, {}, {}, None
+        for line in result.lines:
+            if line.startswith('BEGIN '):
+                label = line[len('BEGIN '):]
+            elif cli.SAMPLE_LINE.match(line):
+                samples[label] = samples.get(label, 0) + 1
+            elif line.startswith('END '):
+                name, _, summary = line[len('END '):].partition(' {')
+                runs[name] = json.loads('{' + summary)
+            elif line.startswith('num params: '):
+                printed[label] = int(line[len('num params: '):])
+        self.assertEqual(list(runs), ['first', 'replaced', 'default edited'], result)
+        expected = {'first': (1, 2), 'replaced': (2, 3), 'default edited': (1, 4)}
+        for name, (n_layer, steps) in expected.items():
+            with self.subTest(name):
+                ns = runs[name]
+                self.assertEqual((ns['n_layer'], ns['steps'], ns['losses']),
+                                 (n_layer, steps, steps), result)
+                self.assertEqual(ns['given'], {})   # a kernel's own arguments are never read
+                self.assertEqual((ns['num_samples'], samples[name]), (3, 3), result)
+                self.assertEqual(ns['vocab_size'], vocab)
+                self.assertEqual(ns['shapes'], expected_shapes(vocab, 16, 16, n_layer))
+                self.assertEqual(printed[name], self.n_params(vocab, 16, 16, n_layer), result)
+                self.assertEqual(printed[name], sum(r * c for r, c in ns['shapes'].values()))
+        self.assertEqual(self.n_params(27, 16, 16, 2), 7264)   # 432 + 256 + 2 * 3072 + 432
 
 
 class MistakesInASessionTest(NamespaceTestCase):
@@ -277,33 +367,38 @@ class MistakesInASessionTest(NamespaceTestCase):
 
     def test_percent_run_in_ipython_with_a_bad_setting(self):
         """(f) `%run microgpt.py --n-embd 10` in IPython: its flags are read, and the mistake is
-        one line, not the end of the session."""
+        one line, not the end of the session. Nothing ran: no losses, and config is still
+        Config's defaults, the bad flag not applied."""
         result = self.run_python(RUNPY_IN_IPYTHON, SCRIPT, '--n-embd', '10')
         self.assertEqual(result.returncode, 0, result)
         self.assertOneErrorLine(result, '--n-embd must be a multiple of --n-head')
         self.assertEqual(result.stderr.count('\n'), 1, result)
-        self.assertEqual(result.stdout, 'CELL DONE False\n', result)
+        self.assertEqual(result.stdout, 'CELL DONE False True\n', result)
 
 
 class ImportTest(cli.CliTestCase):
 
     def test_import_runs_nothing(self):
         """`import microgpt` defines the lesson's functions and runs none of it: nothing printed,
-        no training, no `losses`, Ctrl-C and the garbage collector left as they were."""
+        no training, no `losses`, Ctrl-C and the garbage collector left as they were. Its one
+        setting is `config`, Config's defaults, with no flag applied."""
         self.write_names()   # (an input.txt in the folder, should the import try to train)
         code = ("import gc, json, signal, sys\n"
                 f"sys.path.insert(0, {ROOT!r})\n"
+                "sys.argv[1:] = ['--n-layer', '3']\n"   # (flags the import must not read)
                 "import microgpt\n"
-                "names = ('losses', 'config', 'state_dict', 'tokenizer', 'docs', 'progress')\n"
+                "names = ('losses', 'given', 'state_dict', 'tokenizer', 'docs', 'progress')\n"
                 "print(json.dumps({'left': [n for n in names if hasattr(microgpt, n)],\n"
+                "    'config': microgpt.config == microgpt.Config(),\n"
                 "    'sigint_default': signal.getsignal(signal.SIGINT) is signal.default_int_handler,\n"
                 "    'gc': gc.isenabled(), 'has_run': callable(getattr(microgpt, 'train', None))}))\n")
         result = self.run_python(code)
         self.assertEqual(result.returncode, 0, result)
         self.assertEqual(result.stderr, '', result)
         self.assertEqual(len(result.lines), 1, result)   # only the child's own line
-        self.assertEqual(json.loads(result.lines[0]),
-                         {'left': [], 'sigint_default': True, 'gc': True, 'has_run': True})
+        self.assertEqual(json.loads(result.lines[0]), {'left': [], 'config': True,
+                                                       'sigint_default': True, 'gc': True,
+                                                       'has_run': True})
 
 
 if __name__ == '__main__':
