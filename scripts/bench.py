@@ -7,6 +7,8 @@ Two measurements:
     python3 scripts/bench.py --repeats 3 --sizes default
     python3 scripts/bench.py --against OLD.py       # the whole default run, side by side with
                                                     # another version of microgpt.py
+    python3 scripts/bench.py --recording            # training steps recorded (tape) against
+                                                    # not (graph searched), side by side
     pypy3 scripts/bench.py ...                      # the same on PyPy
 
 The per-size measurement runs each size in its own process, so that its peak memory (the
@@ -20,6 +22,7 @@ module and `os.wait4`: Linux and macOS only. On a busy or virtual machine, pin t
 core (`taskset -c 1 python3 scripts/bench.py ...`) and take more runs.
 """
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -65,8 +68,9 @@ def measure(size, repeats):
         for _ in range(steps):
             tokens = microgpt.doc_tokens(docs[next_doc], tokenizer, block_size)
             next_doc += 1
-            loss = microgpt.document_loss(tokens, state_dict, config)
-            loss.backward()
+            with microgpt.Value.recording():   # as train() does
+                loss = microgpt.document_loss(tokens, state_dict, config)
+                loss.backward()
             optimizer.step(config.learning_rate)
             tokens_seen += len(tokens) - 1
         seconds = time.perf_counter() - start
@@ -82,6 +86,47 @@ def measure(size, repeats):
     return {'size': size, 'params': len(optimizer.params), 'ms_per_step': statistics.median(step_ms[1:]),
             'ms_per_train_token': statistics.median(token_ms[1:]),
             'ms_per_sampled_token': statistics.median(sample_ms[1:]), 'peak_mb': peak_kb / 1024}
+
+
+def recording_against_search(runs, steps=300):
+    """The default model's training steps as train() takes them, inside Value.recording() (the
+    tape is replayed), against the same steps outside one (backward() searches the graph),
+    alternating, in this process; the same documents and weights either way."""
+    sys.path.insert(0, ROOT)
+    import microgpt
+    config = microgpt.Config(steps=steps)
+    docs = microgpt.load_docs(os.path.join(ROOT, 'input.txt'))
+    random.Random(config.seed).shuffle(docs)
+    tokenizer = microgpt.Tokenizer(''.join(docs))
+
+    def run(record):
+        state_dict = microgpt.init_params(tokenizer.vocab_size, config, random.Random(config.seed))
+        optimizer = microgpt.Adam([p for m in state_dict.values() for row in m for p in row])
+        gc.disable()   # as microgpt's Progress does while training
+        start = time.perf_counter()
+        for step in range(steps):
+            tokens = microgpt.doc_tokens(docs[len(docs) // 10 + step], tokenizer, config.block_size)
+            with microgpt.Value.recording() if record else contextlib.nullcontext():
+                loss = microgpt.document_loss(tokens, state_dict, config)
+                loss.backward()
+            optimizer.step(config.learning_rate * (1 - step / steps))
+            del loss
+            if step % 40 == 0:
+                gc.collect()
+        seconds = time.perf_counter() - start
+        gc.enable()
+        return seconds
+
+    print(f"{platform.python_implementation()} {platform.python_version()} on {cpu_name()}: "
+          f"{steps} training steps of the default model, {runs} runs each, alternating")
+    times = {True: [], False: []}
+    for _ in range(runs):
+        for record in (True, False):
+            times[record].append(run(record))
+    for record, name in ((True, 'recorded (tape replayed)'), (False, 'graph searched')):
+        t = sorted(times[record])
+        print(f"  {name:26s} median {statistics.median(t):.2f} s (min {t[0]:.2f}, max {t[-1]:.2f})")
+    print(f"graph searched / recorded: {statistics.median(times[False]) / statistics.median(times[True]):.2f}")
 
 
 def cpu_name():
@@ -148,8 +193,13 @@ def main():
     parser.add_argument('--against', metavar='OLD.py',
                         help='time the whole default run side by side with this other microgpt.py')
     parser.add_argument('--runs', type=int, default=5, help='runs of each version with --against')
+    parser.add_argument('--recording', action='store_true',
+                        help="training steps with Value.recording() against without (--runs each)")
     parser.add_argument('--one', help=argparse.SUPPRESS)   # internal: measure one size, print JSON
     args = parser.parse_args()
+    if args.recording:
+        recording_against_search(args.runs)
+        return
     if args.against:
         side_by_side(os.path.abspath(args.against), args.runs)
         return
