@@ -317,8 +317,8 @@ def document_loss(tokens, state_dict, config):
 # %% Optimizer
 class Adam:
     """Adam: each parameter moves by (running mean of its gradient) / (running RMS of its
-    gradient). The division makes the step's size independent of the gradient's scale: the
-    first step is the learning rate itself, later ones are smaller where gradients disagree."""
+    gradient). The division makes the step's size independent of the gradient's scale: about the
+    learning rate where the gradient is steady, less where it flips sign, more where it grows."""
 
     def __init__(self, params, beta1=0.85, beta2=0.99, eps=1e-8):
         # Betas below the usual 0.9 / 0.999: with one document per step and only 1000 steps,
@@ -332,7 +332,7 @@ class Adam:
         self.t += 1
         b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
         # Bias correction: m and v start at 0, so after t steps they are too small by a factor
-        # (1 - beta^t). Dividing it out makes the first steps as large as the later ones.
+        # (1 - beta^t), v far more so; uncorrected, the first steps would be too large.
         m_correction, v_correction = 1.0 / (1.0 - b1 ** self.t), 1.0 / (1.0 - b2 ** self.t)
         for i, p in enumerate(self.params):
             g = p.grad
@@ -354,7 +354,7 @@ def train(docs, tokenizer, state_dict, config, losses, log=None):
             loss.backward()                                    # backward: d(loss)/d(every weight)
         optimizer.step(config.learning_rate * (1 - step / config.steps))   # update; lr decays to 0
         losses.append(loss.data)
-        del loss   # free the graph now, so that the next step reuses its memory (~15% faster)
+        del loss   # free the graph now, so that the next step reuses its memory
         if log and log(step + 1, losses[-1]):
             break
 
