@@ -1055,32 +1055,18 @@ class SaveLoadTest(CliTestCase):
 class TopKTest(CliTestCase):
     """--top-k k: each token is drawn from the k likeliest only. k = 1 is greedy decoding."""
 
-    @staticmethod
-    def greedy(microgpt, state_dict, tokenizer, config, prompt):
-        """Argmax decoding, computed here: feed the tokens through gpt() and append the
-        highest-scoring next token until it is BOS or the context is full."""
-        tokens = [tokenizer.bos] + tokenizer.encode(prompt)
-        kv_cache = [([], [], []) for _ in range(config.n_layer)]
-        for pos in range(config.block_size):
-            logits = [v.data for v in microgpt.gpt(tokens[pos], pos, kv_cache, state_dict, config)]
-            if pos + 1 < len(tokens):
-                continue
-            best = max(range(len(logits)), key=logits.__getitem__)
-            if best == tokenizer.bos:
-                break
-            tokens.append(best)
-        return tokenizer.decode(tokens[1:])
-
     def test_top_k_1_samples_greedily_and_a_k_past_the_vocabulary_changes_nothing(self):
         self.make_checkpoint('ck.json')
         microgpt = import_microgpt()
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import test_model   # its greedy(): argmax decoding, computed there from gpt()
         state_dict, tokenizer, config = microgpt.load_checkpoint(self.path('ck.json'),
                                                                  microgpt.Config(), {})
         vocab = len(set(''.join(NAMES))) + 1
         self.assertEqual(tokenizer.vocab_size, vocab)
         for prompt in ('', NAMES[0][:2]):
             with self.subTest(prompt=prompt):
-                expected = self.greedy(microgpt, state_dict, tokenizer, config, prompt)
+                expected = test_model.greedy(state_dict, tokenizer, config, prompt)
                 args = ['--load', 'ck.json', '--temperature', '1.5', '--num-samples', '5',
                         '--prompt', prompt]
                 greedy = self.run_cli(*args, '--top-k', '1')
