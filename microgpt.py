@@ -39,7 +39,7 @@ config = Config()   # this run's settings; the Run cell applies the flags to it
 
 
 class InputError(Exception):
-    """A setting or input that cannot work: shown as one line, never as a traceback."""
+    """A setting or input that cannot work: one line, not a traceback (in the Run, and Jupyter)."""
 
     def _render_traceback_(self):   # how IPython and Jupyter show it: one line, no traceback
         return [f"microgpt: error: {self}"]
@@ -114,7 +114,7 @@ class Value:
         return Value(self.data * other, (self,), (other,))
 
     def __pow__(self, k):        # k is a plain number: d(a^k)/da = k * a^(k-1)
-        return Value(self.data ** k, (self,), (k * self.data ** (k - 1),))
+        return Value(math.pow(self.data, k), (self,), (k * self.data ** (k - 1),))   # (real only)
 
     def exp(self):               # d(e^a)/da = e^a
         return Value(math.exp(self.data), (self,), (math.exp(self.data),))
@@ -291,11 +291,10 @@ def gpt(token_id, pos_id, kv_cache, state_dict, config):
     x = [t + p for t, p in zip(state_dict['wte'][token_id], state_dict['wpe'][pos_id])]
     x = rmsnorm(x, state_dict.get('ln_0'))   # not in GPT-2: starts the stream at size 1
     for i in range(config.n_layer):
-        layer = f'layer{i}'
-        h = rmsnorm(x, state_dict.get(f'{layer}.ln_1'))
-        x = [a + b for a, b in zip(x, attention(h, layer, kv_cache[i], state_dict, config))]
-        h = rmsnorm(x, state_dict.get(f'{layer}.ln_2'))
-        x = [a + b for a, b in zip(x, mlp(h, layer, state_dict))]
+        h = rmsnorm(x, state_dict.get(f'layer{i}.ln_1'))
+        x = [a + b for a, b in zip(x, attention(h, f'layer{i}', kv_cache[i], state_dict, config))]
+        h = rmsnorm(x, state_dict.get(f'layer{i}.ln_2'))
+        x = [a + b for a, b in zip(x, mlp(h, f'layer{i}', state_dict))]
     return linear(x, state_dict['lm_head'])
 
 
@@ -328,7 +327,7 @@ class Adam:
         self.m, self.v, self.t = [0.0] * len(params), [0.0] * len(params), 0
 
     def step(self, lr):
-        """Update every parameter from its .grad, then reset .grad to 0 for the next backward()."""
+        """Update every parameter from its .grad, then reset .grad to 0 (PyTorch: zero_grad())."""
         self.t += 1
         b1, b2, m, v = self.beta1, self.beta2, self.m, self.v
         # Bias correction: m and v start at 0, so after t steps they are too small by a factor
@@ -414,9 +413,8 @@ def print_samples(state_dict, tokenizer, config):
 def flag(name): return '--lr' if name == 'learning_rate' else '--' + name.replace('_', '-')
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    def error(self, message):   # one clear line instead of argparse's usage dump
-        raise InputError(f"{message} (see --help)")
+class ArgumentParser(argparse.ArgumentParser):   # one clear line instead of argparse's usage dump
+    def error(self, message): raise InputError(f"{message} (see --help)")
 
 
 def parse_args(config):
@@ -432,11 +430,12 @@ def parse_args(config):
 
 
 def check_config(config):
+    for f in fields(Config):   # (a notebook's replace() converts nothing, so types are checked)
+        require(type(getattr(config, f.name)) in (f.type, int if f.type is float else f.type),
+                f"{flag(f.name)} must be of type {f.type.__name__}")
     for name, low in (('n_layer', 1), ('n_embd', 1), ('n_head', 1), ('block_size', 1),
-                      ('steps', 0), ('num_samples', 0), ('top_k', 0), ('learning_rate', 0.0)):
-        value, kind = getattr(config, name), 'a whole number' if type(low) is int else 'finite'
-        require(type(value) in (int, type(low)) and low <= value < math.inf,
-                f"{flag(name)} must be {kind}, >= {low:g}")
+                      ('steps', 0), ('num_samples', 0), ('top_k', 0), ('learning_rate', 0)):
+        require(low <= getattr(config, name) < math.inf, f"{flag(name)} must be finite, >= {low}")
     require(0 < config.temperature < math.inf, "--temperature must be finite and above 0")
     require(config.n_embd % config.n_head == 0, "--n-embd must be a multiple of --n-head")
     return config

@@ -101,6 +101,15 @@ class TestBinaryOps(GradTestCase):
 
 
 class TestPow(GradTestCase):
+    def test_no_complex_numbers(self):
+        # Python's own (-1.0) ** 0.5 is a complex number, which would flow on through every
+        # later operation. A Value has real numbers only: there is no real answer, so it raises.
+        for base, k in ((-1.0, 0.5), (-8.0, 1 / 3), (-0.5, -1.5)):
+            with self.subTest(base=base, k=k):
+                with self.assertRaises(ValueError):
+                    Value(base) ** k
+        self.assertEqual((Value(-2.0) ** 3).data, -8.0)   # a whole exponent: real, as ever
+
     def test_pow_positive_base(self):
         # Integer, zero, negative and fractional exponents on a positive base.
         for k in (2, 3, 1, 0, -1, -2.5, 0.5, 1.5, -0.5):
