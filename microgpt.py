@@ -126,10 +126,10 @@ class Value:
         return Value(math.tanh(self.data), (self,), (1.0 - math.tanh(self.data) ** 2,))
 
     def relu(self):              # d(max(0, a))/da = 1 if a > 0 else 0
-        return Value(max(0.0, self.data), (self,), (float(self.data > 0),))
+        return Value(max(self.data, 0.0), (self,), (float(self.data > 0),))
 
     def relu_squared(self):      # d(max(0, a)^2)/da = 2 max(0, a)
-        return Value(max(0.0, self.data) ** 2, (self,), (2.0 * max(0.0, self.data),))
+        return Value(max(self.data, 0.0) ** 2, (self,), (2.0 * max(self.data, 0.0),))
 
     # The rest are made of the above. Python calls __rsub__ for 2 - a, __rtruediv__ for 2 / a.
     def __neg__(self): return self * -1.0                     # -a = a * -1

@@ -159,6 +159,12 @@ class TestUnaryOps(GradTestCase):
             out.backward()
             self.assertEqual((out.data, a.grad), (value, grad))
 
+    def test_relu_keeps_a_nan(self):
+        # Not a number in, not a number out, as in PyTorch: a ReLU that turned a nan into 0 would
+        # hide a blown-up computation from everything after it.
+        for op in (lambda x: x.relu(), lambda x: x.relu_squared()):
+            self.assertTrue(math.isnan(op(Value(float('nan'))).data))
+
     def test_relu_both_sides(self):
         relu = lambda x: max(0.0, x)  # noqa: E731
         for a in (0.8, 2.0, -0.8, -3.0, 0.01, -0.01):
