@@ -86,8 +86,8 @@ class Value:
     """One number in the computation, plus what it takes to run the chain rule back through it.
     Every operation makes a new Value that remembers its inputs (`_children`) and the local
     derivative with respect to each (`_local_grads`). backward() walks that graph from the output
-    back to the inputs: reverse-mode automatic differentiation. Nothing else keeps a Value: it
-    lives as long as something uses it."""
+    back to the inputs: reverse-mode automatic differentiation. Outside a recording (below),
+    nothing else keeps a Value: it lives as long as something uses it."""
     __slots__ = ('data', 'grad', '_children', '_local_grads')
     tape = None   # a list while Value.recording() is on: see there
 
