@@ -174,12 +174,13 @@ class Value:
         it is made: a Wengert list, or tape. A Value is made after its inputs, so the tape is in
         order already: backward() from its newest Value replays it instead of searching the graph.
         train() records each step. The rule: a Value made before the recording must not be an
-        input to one made in it (backward() would not look past it)."""
-        Value.tape = []
+        input to one made in it (backward() would not look past it). A recording inside another
+        goes on with the other's tape."""
+        outer, Value.tape = Value.tape, [] if Value.tape is None else Value.tape
         try:
             yield
         finally:
-            Value.tape = None
+            Value.tape = outer
 
 
 def linear(x, w):

@@ -546,6 +546,25 @@ class TestRecording(AutogradTestCase):
             self.assertEqual(Value.tape, [d])
         self.assertEqual(first, [b])
 
+    def test_a_recording_inside_another_goes_on_with_its_tape(self):
+        # A learner's recording around a call that records too (train(), say): one tape for
+        # both, so that a Value made in the inner one may use a Value of the outer one, and
+        # backward() from the newest Value replays everything in order. After the inner block
+        # the outer recording is still on.
+        a, b = Value(2.0), Value(3.0)
+        with Value.recording():
+            outer = Value.tape
+            p = a * b                        # made in the outer recording only
+            with Value.recording():
+                self.assertIs(Value.tape, outer)
+                q = p * p                    # made in the inner one, from p
+            self.assertIs(Value.tape, outer)
+            r = q + a                        # the outer recording goes on after the inner one
+            self.assertEqual(outer, [p, q, r])
+            r.backward()                     # r = (ab)^2 + a: dr/da = 2ab^2 + 1, dr/db = 2a^2 b
+        self.assertIsNone(Value.tape)
+        self.assertEqual((a.grad, b.grad), (2 * 2.0 * 9.0 + 1, 2 * 4.0 * 3.0))
+
     def test_the_tape_is_none_after_a_recording_that_raised(self):
         a = Value(0.0)
         with self.assertRaises(ValueError):   # math.log(0): math domain error
