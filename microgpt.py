@@ -404,6 +404,7 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
 
 def print_samples(state_dict, tokenizer, config):
     """Print config.num_samples samples, drawn afresh from config.seed each time it is called."""
+    check_prompt(config.prompt, tokenizer, config)   # (before the header: one line if it fails)
     print("--- samples ---")
     rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
     for i in range(1, config.num_samples + 1):
@@ -504,8 +505,7 @@ class Progress:
             print('\r' + line + '   ', end='\n' if stop else '', flush=True)
         elif stop or step == 1 or step % max(1, self.steps // 10) == 0:
             print(line, flush=True)
-        if step % 40 == 0:
-            gc.collect()   # automatic collection is off while training; PyPy needs it now and then
+        if step % 40 == 0: gc.collect()   # collection is off while training; PyPy needs some
         if stop:   # training is over; from now on a Ctrl-C quits
             self.stop = True
             print(f"training took {time.perf_counter() - self.start:.1f} s")

@@ -1585,9 +1585,10 @@ class TestSampling(NoRecordingTestCase):
                 with self.assertRaises(microgpt.InputError) as caught:
                     microgpt.generate(sd, tok, config, random.Random(0), prompt)
                 self.assertIn('--prompt', str(caught.exception))
-                with contextlib.redirect_stdout(io.StringIO()), \
-                        self.assertRaises(microgpt.InputError):
+                out = io.StringIO()   # nothing printed, not even the header: the error is all
+                with contextlib.redirect_stdout(out), self.assertRaises(microgpt.InputError):
                     microgpt.print_samples(sd, tok, dataclasses.replace(config, prompt=prompt))
+                self.assertEqual(out.getvalue(), '')
         self.assertEqual(len(microgpt.generate(sd, tok, config, random.Random(0), 'abcab')), 5)
 
     def test_an_input_error_shows_as_one_line_in_ipython(self):
