@@ -47,6 +47,11 @@ SIZES = {  # name: (n_layer, n_embd, n_head, block_size, training steps per time
 }
 
 
+def all_weights(state_dict):
+    """Every weight of the model in one list, as train() hands them to Adam."""
+    return [p for matrix in state_dict.values() for row in matrix for p in row]
+
+
 def measure(size, repeats):
     """Time one model size in this process; returns a dict of medians."""
     sys.path.insert(0, ROOT)
@@ -58,7 +63,7 @@ def measure(size, repeats):
     rng.shuffle(docs)
     tokenizer = microgpt.Tokenizer(''.join(docs))
     state_dict = microgpt.init_params(tokenizer.vocab_size, config, rng)
-    optimizer = microgpt.Adam([p for m in state_dict.values() for row in m for p in row])
+    optimizer = microgpt.Adam(all_weights(state_dict))
     gc.disable()   # as microgpt's Progress does while training
     step_ms, token_ms, sample_ms = [], [], []
     next_doc = 0
@@ -101,7 +106,7 @@ def recording_against_search(runs, steps=300):
 
     def run(record):
         state_dict = microgpt.init_params(tokenizer.vocab_size, config, random.Random(config.seed))
-        optimizer = microgpt.Adam([p for m in state_dict.values() for row in m for p in row])
+        optimizer = microgpt.Adam(all_weights(state_dict))
         gc.disable()   # as microgpt's Progress does while training
         start = time.perf_counter()
         for step in range(steps):
