@@ -187,17 +187,38 @@ def linear(x, w):
     """Matrix times vector, w @ x: for each row of w, the dot product row[0]*x[0] + row[1]*x[1]
     + ... as ONE node, instead of 2n - 1 separate * and + nodes. No bias, as in many modern GPTs.
     Same chain rule, fewer nodes: d(out[i])/d(w[i][j]) = x[j], d(out[i])/d(x[j]) = w[i][j]: the
-    local gradients are simply the other vector. Almost all of a GPT's arithmetic is dot products,
-    so this one node type makes training many times faster than building them from + and *."""
-    x_data = [xi.data for xi in x]   # read once for all rows, not once per row: ~9% faster
+    local gradients are simply the other vector. Most of a GPT's arithmetic is dot products, so
+    this node makes training many times faster. An input that is 0 with slope 0 (a ReLU that is
+    off) adds nothing and passes no gradient on: it gets no edge, and its own .grad stays 0."""
+    x_data = [xi.data for xi in x]   # read once for all rows, not once per row
+    if 0.0 in x_data:   # keep only the inputs that add something or pass a gradient on
+        keep = [j for j, xi in enumerate(x) if xi.data or not xi._children or any(xi._local_grads)]
+        x, x_data = [x[j] for j in keep], [x_data[j] for j in keep]
+        w = [[row[j] for j in keep] for row in w]
     w_data = [[wi.data for wi in row] for row in w]
     return [Value(sum(map(operator.mul, row_data, x_data), 0.0), row + x, x_data + row_data)
-            for row, row_data in zip(w, w_data)]   # (0.0, not 0: an int in any Value slows PyPy)
+            for row, row_data in zip(w, w_data)]   # (0.0: a float even when x is empty)
 
 
 def dot(a, b):
     """a[0]*b[0] + a[1]*b[1] + ... as one node: linear with the one row a, times the vector b."""
     return linear(b, [a])[0]
+
+
+def logsumexp(x):
+    """log(e^x_0 + e^x_1 + ...) as ONE node: d/dx_i = e^x_i / sum_j e^x_j = softmax(x)_i, reused by
+    softmax(). Subtracting the largest x first (added back after the log) keeps exp() in range."""
+    top = max(xi.data for xi in x)
+    exps = [math.exp(xi.data - top) for xi in x]
+    total = sum(exps)   # at least 1 (the largest x gives e^0), so its log is always defined
+    return Value(top + math.log(total), tuple(x), [e / total for e in exps])
+
+
+def softmax(logits):
+    """Scores -> probabilities that sum to 1: p_i = e^x_i / sum_j e^x_j = e^(x_i - lse). One node
+    per p_i, local gradients p_i (to x_i) and -p_i (to lse); the p_i are lse's local gradients."""
+    lse = logsumexp(logits)
+    return [Value(p, (x, lse), (p, -p)) for x, p in zip(logits, lse._local_grads)]
 
 
 # %% Parameters
@@ -222,28 +243,11 @@ def init_params(vocab_size, config, rng):
 
 
 # %% Model
-def logsumexp(x):
-    """log(e^x_0 + e^x_1 + ...) as ONE node: d/dx_i = e^x_i / sum_j e^x_j = softmax(x)_i, reused by
-    softmax(). Subtracting the largest x first (added back after the log) keeps exp() in range."""
-    top = max(xi.data for xi in x)
-    exps = [math.exp(xi.data - top) for xi in x]
-    total = sum(exps)   # at least 1 (the largest x gives e^0), so its log is always defined
-    return Value(top + math.log(total), tuple(x), [e / total for e in exps])
-
-
-def softmax(logits):
-    """Scores -> probabilities that sum to 1: p_i = e^x_i / sum_j e^x_j = e^(x_i - lse). One node
-    per p_i, local gradients p_i (to x_i) and -p_i (to lse); the p_i are lse's local gradients."""
-    lse = logsumexp(logits)
-    return [Value(p, (x, lse), (p, -p)) for x, p in zip(logits, lse._local_grads)]
-
-
 def rmsnorm(x, gain=None):
     """Rescale x to a root-mean-square of 1, so every block sees inputs of the same size however
-    large the residual stream grows. 1e-5 avoids dividing by zero. No learned gain (GPT-2 has
-    one): to learn one, add e.g. 'layer0.ln_1': (1, n_embd) to param_shapes. It scales by 1 + g,
-    as in Gemma, so that it starts near 1."""
-    scale = (dot(x, x) / len(x) + 1e-5) ** -0.5   # 1 / sqrt(mean of the squares)
+    large the residual stream grows. No learned gain, unlike GPT-2: to learn one, add e.g.
+    'layer0.ln_1': (1, n_embd) to param_shapes; it scales by 1 + g (as Gemma does) to start at 1."""
+    scale = (dot(x, x) / len(x) + 1e-5) ** -0.5   # 1 / sqrt(mean square); 1e-5: never 1 / 0
     if gain:
         return [xi * scale * (1 + g) for xi, g in zip(x, gain[0])]
     return [xi * scale for xi in x]
@@ -251,9 +255,9 @@ def rmsnorm(x, gain=None):
 
 def attention(x, layer, kv_cache, state_dict, config):
     """Multi-head causal self-attention at one position (nanoGPT's CausalSelfAttention). The
-    position's key and value join this layer's cache; its query attends over every cached
-    position: itself and the past, never the future, so no mask is needed. Each head's weights
-    are appended to the cache's third list, for looking inside."""
+    position's key and value join this layer's cache, and its query attends to every cached one:
+    itself and the past, never the future, so no mask is needed. Each head's weights are kept in
+    the cache's third list, for looking inside."""
     head_dim = config.n_embd // config.n_head
     q = linear(x, state_dict[f'{layer}.attn.wq'])
     k = linear(x, state_dict[f'{layer}.attn.wk'])
@@ -264,12 +268,11 @@ def attention(x, layer, kv_cache, state_dict, config):
     heads = []
     for h in range(config.n_head):
         lo, hi = h * head_dim, (h + 1) * head_dim
-        scores = linear(q[lo:hi], [k_t[lo:hi] for k_t in keys])   # q.k_t, for every t so far
-        # Dividing by sqrt(head_dim) keeps the scores' spread independent of head size, so
-        # softmax does not saturate into a one-hot choice as heads get wider.
+        # softmax(q.k_t / sqrt(head_dim)) over the cached t, then the sum of weight_t * v_t. The
+        # division keeps the scores' spread the same for any head size, so softmax stays soft.
+        scores = linear(q[lo:hi], [k_t[lo:hi] for k_t in keys])
         weights = softmax([s / math.sqrt(head_dim) for s in scores])
         attention_weights.append(weights)
-        # This head's output: per dimension j, the values' j-th numbers averaged with weights.
         heads += linear(weights, [[v_t[j] for v_t in values] for j in range(lo, hi)])
     return linear(heads, state_dict[f'{layer}.attn.wo'])
 
@@ -278,11 +281,7 @@ def mlp(x, layer, state_dict):
     """Each position thinks on its own, through a 4x wider hidden layer (nanoGPT's MLP), with
     squared ReLU as its nonlinearity: cheap, and smooth where it is not 0."""
     h = [hj.relu_squared() for hj in linear(x, state_dict[f'{layer}.mlp.fc1'])]
-    # Many units are now 0 (about half at first, 4 in 5 once trained), and with slope 0: such a
-    # unit adds nothing to fc2's sums and passes no gradient back, so fc2 reads just the others.
-    active = [j for j, hj in enumerate(h) if hj.data != 0.0 or any(hj._local_grads)]
-    fc2 = [[row[j] for j in active] for row in state_dict[f'{layer}.mlp.fc2']]
-    return linear([h[j] for j in active], fc2)
+    return linear(h, state_dict[f'{layer}.mlp.fc2'])
 
 
 def gpt(token_id, pos_id, kv_cache, state_dict, config):
@@ -354,20 +353,17 @@ def train(docs, tokenizer, state_dict, config, losses, log=None):
             loss.backward()                                    # backward: d(loss)/d(every weight)
         optimizer.step(config.learning_rate * (1 - step / config.steps))   # update; lr decays to 0
         losses.append(loss.data)
-        del loss   # free the graph now, so that the next step reuses its memory
         if log and log(step + 1, losses[-1]):
             break
 
 
 def evaluate(docs, tokenizer, state_dict, config):
     """Mean loss per predicted token over docs, in nats (training's loss is a mean per document
-    instead). Forward passes only: nothing is learned."""
-    total, count = 0.0, 0
-    for doc in docs:
-        tokens = doc_tokens(doc, tokenizer, config.block_size)
-        total += document_loss(tokens, state_dict, config).data * (len(tokens) - 1)
-        count += len(tokens) - 1
-    return total / count
+    instead, so each document's mean counts here as many times as it has predictions). Forward
+    passes only: nothing is learned."""
+    token_lists = [doc_tokens(doc, tokenizer, config.block_size) for doc in docs]
+    total = sum(document_loss(t, state_dict, config).data * (len(t) - 1) for t in token_lists)
+    return total / sum(len(t) - 1 for t in token_lists)
 
 
 # %% Sampling
@@ -389,8 +385,7 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
         # Temperature divides the logits: below 1 the likeliest tokens get likelier, above 1 the
         # odds even out. choices() only needs relative weights, so softmax's division is skipped.
         top = max(logit.data for logit in logits)
-        if not math.isfinite(top):   # the weights have blown up: there is nothing to sample
-            raise OverflowError("the model's scores are not finite numbers")
+        require(math.isfinite(top), "the model's scores are not finite: its weights blew up")
         weights = [math.exp((logit.data - top) / config.temperature) for logit in logits]
         # Top-k, as nanoGPT's generate(): only the k likeliest tokens (and any tied with the kth).
         kth = sorted(weights, reverse=True)[:config.top_k or None][-1]   # top_k 0: all of them
@@ -402,13 +397,18 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
     return tokenizer.decode(tokens[1:])
 
 
-def print_samples(state_dict, tokenizer, config):
-    """Print config.num_samples samples, drawn afresh from config.seed each time it is called."""
+def print_samples(state_dict, tokenizer, config, train_docs=(), val_docs=()):
+    """Print config.num_samples samples, drawn afresh from config.seed each time it is called.
+    Given the documents, it marks each sample that is one of them: one seen in training may be
+    memorised; a held-out one is a real document that the model never saw."""
     check_prompt(config.prompt, tokenizer, config)   # (before the header: one line if it fails)
     print("--- samples ---")
     rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
+    known = {doc: '   <- held out: real, but never trained on' for doc in val_docs}
+    known.update({doc: '   <- in the training data' for doc in train_docs})
     for i in range(1, config.num_samples + 1):
-        print(f"sample {i:2d}:", generate(state_dict, tokenizer, config, rng, config.prompt))
+        sample = generate(state_dict, tokenizer, config, rng, config.prompt)
+        print(f"sample {i:2d}: {sample}{known.get(sample, '')}")
 
 
 # %% Plumbing: flags, checks, progress, Ctrl-C, checkpoints
@@ -468,8 +468,7 @@ class Progress:
     """Watches training. On a terminal, one line rewrites itself every step; in a log or a pipe, a
     line for the first step, every tenth and the last. The first Ctrl-C stops training after the
     step (the run still saves, reports and samples); a second quits. Diverged: a loss averaging
-    over 30x a uniform guess for 100 steps, or not a number (--lr 0.1 spikes to 6-13x, then
-    learns; --lr 0.2 does not recover)."""
+    over 30x a uniform guess for 100 steps (a loss that spikes, then learns, carries on)."""
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 30 * math.log(vocab_size), False
@@ -477,8 +476,8 @@ class Progress:
 
     def __enter__(self):   # Ctrl-C is ours while training
         self.previous = signal.signal(signal.SIGINT, self.interrupt)
-        # ~3,000 Values a step, in no reference cycle: reference counting frees them, so the cycle
-        # collector can be off (training took ~20% longer with it; PyPy: log() collects).
+        # A step's Values form no reference cycle: reference counting frees them, and the cycle
+        # collector, which would scan them all again and again, can be off (PyPy: log() collects).
         gc.disable()
         return self
 
@@ -610,6 +609,7 @@ if __name__ == '__main__':
         config, given = parse_args(config)
         if config.load:   # a trained model from disk: straight to the samples
             state_dict, tokenizer, config = load_checkpoint(config.load, config, given)
+            print_samples(state_dict, tokenizer, config)   # (a checkpoint keeps no documents)
         else:
             docs = load_docs(find_input(config.input))
             require(docs, f"{config.input} holds no documents: every line is blank")
@@ -629,7 +629,7 @@ if __name__ == '__main__':
             check_run(config, tokenizer, n_params)
             state_dict = init_params(tokenizer.vocab_size, config, rng)
 
-            losses = []   # filled by train(); made first: see walkthrough.md, Why it is fast
+            losses = []   # made first, so that a notebook keeps the losses of a run cut short
             with Progress(config, tokenizer.vocab_size) as progress:
                 train(train_docs, tokenizer, state_dict, config, losses, progress.log)
             if config.save:   # first: the report below can take a while
@@ -637,4 +637,4 @@ if __name__ == '__main__':
                 print(f"saved the model to {config.save}")
             print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
 
-        print_samples(state_dict, tokenizer, config)
+            print_samples(state_dict, tokenizer, config, train_docs, val_docs)

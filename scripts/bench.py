@@ -157,7 +157,8 @@ def run_once(script):
     proc.returncode = os.waitstatus_to_exitcode(status)   # (so Popen knows the child is gone)
     if proc.returncode != 0:
         sys.exit(f"bench: {script} exited with status {proc.returncode}")
-    kept = [re.sub(r' \| eta \d+ s', '', line) for line in out.splitlines()
+    # Without the eta, and without the marks of samples found in the data (older versions print none).
+    kept = [re.sub(r' \| eta \d+ s|   <- .*', '', line) for line in out.splitlines()
             if line.startswith(('step', 'sample'))]
     return seconds, usage.ru_maxrss / 1024, kept
 

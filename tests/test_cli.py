@@ -43,7 +43,9 @@ DAMAGED = 'not a usable microgpt checkpoint (damaged or edited)'   # starts like
 AS_IT_IS = '--load takes the model from ck.json as it is; drop '   # a flag it cannot take
 
 STEP_LINE = re.compile(r'^step +(\d+) / +(\d+) \| loss (\d+\.\d{4})')
-SAMPLE_LINE = re.compile(r'^sample +(\d+): (.*)$')
+# A sample, and its mark when it is one of the documents (the run knows which were held out).
+SAMPLE_LINE = re.compile(r'^sample +(\d+): (.*?)(?:   <- (in the training data|held out: real, '
+                         r'but never trained on))?$')
 # The report: the train part is left out after 0 steps, the val part with no held-out docs.
 REPORT_LINE = re.compile(r'^(?:train loss (\d+\.\d{4}) \| )?(?:val loss (\d+\.\d{4}) \| )?'
                          r'uniform guess ln\((\d+)\) = (\d+\.\d{4})$')
@@ -85,6 +87,9 @@ class Result:
 
     def samples(self):
         return [m.group(2) for m in map(SAMPLE_LINE.match, self.lines) if m]
+
+    def marks(self):
+        return [m.group(3) for m in map(SAMPLE_LINE.match, self.lines) if m]
 
     def steps(self):
         return [m for m in map(STEP_LINE.match, self.lines) if m]
@@ -659,6 +664,20 @@ class OutputFormatTest(CliTestCase):
         result = self.train(steps=7)
         self.assertEqual([int(m.group(1)) for m in result.steps()], list(range(1, 8)), result)
 
+    def test_samples_found_in_the_data_are_marked(self):
+        # A sample that is one of the documents says which part of the data it comes from. The
+        # test splits the data itself, as the run does: shuffled with the seed, first 10% held out.
+        docs = list(NAMES)
+        random.Random(42).shuffle(docs)
+        held_out, trained = set(docs[:len(docs) // 10]), set(docs[len(docs) // 10:])
+        result = self.train('--num-samples', '40', '--temperature', '1.0', steps=300)
+        expected = ['in the training data' if s in trained else
+                    'held out: real, but never trained on' if s in held_out else None
+                    for s in result.samples()]
+        self.assertEqual(result.marks(), expected, result)
+        self.assertIn('in the training data', expected)   # the run made some of each kind
+        self.assertIn(None, expected)
+
     def test_number_of_samples(self):
         for n in (0, 1, 13):
             with self.subTest(num_samples=n):
@@ -893,8 +912,8 @@ class SaveLoadTest(CliTestCase):
         self.assertNoTraining(self.__class__.strip_samples(loaded))
         self.assertEqual(loaded.lines[0], '--- samples ---', loaded)   # and nothing else but them
         self.assertEqual(len(loaded.lines), 7, loaded)
-        self.assertEqual([l for l in loaded.lines if SAMPLE_LINE.match(l)],
-                         [l for l in saved.lines if SAMPLE_LINE.match(l)])
+        self.assertEqual(loaded.samples(), saved.samples())
+        self.assertEqual(loaded.marks(), [None] * 6)   # a checkpoint keeps no documents
         # And it is the weights that make them: another seed draws other samples.
         other = self.run_cli('--load', 'ck.json', '--seed', '8', '--temperature', '0.8',
                              '--num-samples', '6')

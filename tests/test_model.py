@@ -590,10 +590,10 @@ class TestModel(NoRecordingTestCase):
         expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:])) / 4
         self.assertAlmostEqual(loss.data, expected, delta=1e-12)
 
-    def test_mlp_gives_fc2_only_the_active_units(self):
-        # Squared ReLU is exactly 0, with slope 0, for every input <= 0. gpt() hands fc2 just the
-        # other units, with their columns of fc2: the logits are those of the dense float
-        # reference, and fc2's nodes have 2 children per active unit, not 2 per unit.
+    def test_fc2_gets_edges_only_from_the_active_units(self):
+        # Squared ReLU is exactly 0, with slope 0, for every input <= 0. linear() gives such an
+        # input no edge: the logits are those of the dense float reference, and each of fc2's
+        # nodes has 2 children per active unit (its weight and the unit), not 2 per unit.
         config, tok, sd = tiny_model(seed=4, n_layer=1)
         kv = new_kv_cache(config)
         tokens = [tok.bos, 0, 1, 2]
@@ -608,20 +608,20 @@ class TestModel(NoRecordingTestCase):
         self.assertEqual(len(fc1_calls), 4)   # one per position
         active_counts = []
         for i in fc1_calls:
-            hidden = calls[i][2]
-            active = [j for j, h in enumerate(hidden) if h.data > 0]
-            x, w, out = calls[i + 1]   # the next matrix product is fc2's
-            self.assertEqual([xj._children for xj in x], [(hidden[j],) for j in active])
-            self.assertEqual(len(w), len(fc2))
-            for row, fc2_row in zip(w, fc2):
-                self.assertEqual(len(row), len(active))
-                self.assertTrue(all(a is fc2_row[j] for a, j in zip(row, active)))
-            self.assertTrue(all(len(node._children) == 2 * len(active) for node in out))
+            before_relu = calls[i][2]
+            active = [j for j, z in enumerate(before_relu) if z.data > 0]
+            x, w, out = calls[i + 1]   # the next matrix product is fc2's, given every unit
+            self.assertIs(w, fc2)
+            self.assertEqual(len(x), 4 * config.n_embd)
+            for node, fc2_row in zip(out, fc2):
+                self.assertEqual(len(node._children), 2 * len(active))
+                self.assertTrue(all(a is b for a, b in zip(
+                    node._children, [fc2_row[j] for j in active] + [x[j] for j in active])))
             active_counts.append(len(active))
         # some units are active and some are not, so the test sees both kinds
         self.assertTrue(all(0 < n < 4 * config.n_embd for n in active_counts), active_counts)
 
-    def test_mlp_skips_a_unit_only_if_its_value_and_slope_are_0(self):
+    def test_linear_skips_a_unit_only_if_its_value_and_slope_are_0(self):
         # Rows of fc1 made from one row k whose output at position 0 is clearly positive, z_k:
         # row 0 = 1e-8 * row k (value ~1e-16 z_k^2, tiny but not 0: kept), row 1 = 1e-170 * row k
         # (its square underflows to 0.0, but the slope 2e-170 z_k does not: kept), row 2 = 0
@@ -633,7 +633,8 @@ class TestModel(NoRecordingTestCase):
             with recorded_linear_calls() as calls:
                 microgpt.gpt(tok.bos, 0, new_kv_cache(config), sd, config)
             i = next(i for i, (x, w, out) in enumerate(calls) if w is fc1)
-            return calls[i][2], calls[i + 1][0]
+            node = calls[i + 1][2][0]   # fc2's first output: its weights, then its inputs
+            return calls[i][2], node._children[len(node._children) // 2:]
         hidden, _ = fc2_inputs_at_position_0()
         k = max(range(4, len(fc1)), key=lambda j: hidden[j].data)
         self.assertGreater(hidden[k].data, 0.1)
@@ -674,8 +675,8 @@ class TestModel(NoRecordingTestCase):
                 self.assertTrue(close(p.grad, fd, 1e-8, 1e-5), (r, c, p.grad, fd))
 
     def test_mlp_with_no_active_unit(self):
-        # fc1 = 0: every hidden unit is 0, so fc2 gets no inputs at all. Its outputs are then the
-        # float 0.0 (an empty sum started at 0.0, not the int 0), constants with no gradient.
+        # fc1 = 0: every hidden unit is 0, so fc2's nodes get no edges at all. Its outputs are then
+        # the float 0.0 (an empty sum started at 0.0, not the int 0), constants with no gradient.
         config, tok, sd = tiny_model(seed=5, n_layer=1)
         for row in sd['layer0.mlp.fc1']:
             for p in row:
@@ -685,11 +686,11 @@ class TestModel(NoRecordingTestCase):
         expected = sum(-math.log(float_softmax(lg)[n]) for lg, n in zip(logits, tokens[1:])) / 3
         with recorded_linear_calls() as calls:
             loss = microgpt.document_loss(tokens, sd, config)
-        fc2_outputs = [y for x, w, out in calls if len(w) == len(sd['layer0.mlp.fc2']) and not x
-                       for y in out]
+        fc2_outputs = [y for x, w, out in calls if w is sd['layer0.mlp.fc2'] for y in out]
         self.assertAlmostEqual(loss.data, expected, delta=1e-12)
         self.assertEqual(len(fc2_outputs), 3 * config.n_embd)   # 3 positions, no inputs each
         self.assertEqual({(type(y.data), y.data) for y in fc2_outputs}, {(float, 0.0)})
+        self.assertEqual({len(y._children) for y in fc2_outputs}, {0})
         loss.backward()
         for name in ('layer0.mlp.fc1', 'layer0.mlp.fc2'):
             self.assertEqual({p.grad for row in sd[name] for p in row}, {0.0}, name)
@@ -1053,8 +1054,9 @@ class TestTraining(NoRecordingTestCase):
         # Progress switches the cycle collector off while training (and runs it every 40 steps),
         # relying on reference counting to free each step's graph. So train inside Progress, and
         # count the live Values at every step before Progress's own log can collect anything:
-        # train() has already dropped the step's graph (`del loss`, after its recording ended),
-        # so only the parameters and what other tests hold may be alive, every step.
+        # the parameters, what other tests hold, and this step's graph (held by train()'s `loss`
+        # until the next step's is made), and nothing more. Each step's graph is measured as it
+        # is made: linear() leaves out inputs that are 0 with slope 0, which are then freed.
         config = microgpt.Config(n_layer=1, n_embd=8, n_head=2, block_size=8, steps=15,
                                  learning_rate=0.01)
         docs = [name for name in NAMES if len(name) == 3]
@@ -1067,7 +1069,13 @@ class TestTraining(NoRecordingTestCase):
         gc.collect()
         baseline = live_values()   # the parameters and any Values other tests still hold
         was_enabled = gc.isenabled()
-        counts, tapes, collector_on = [], [], []
+        counts, tapes, collector_on, graph_sizes = [], [], [], []
+        document_loss = microgpt.document_loss
+
+        def measured_document_loss(*args):
+            loss = document_loss(*args)
+            graph_sizes.append(len(loss.graph()))
+            return loss
         try:
             with contextlib.redirect_stdout(io.StringIO()), \
                     microgpt.Progress(config, tok.vocab_size) as progress:
@@ -1077,7 +1085,8 @@ class TestTraining(NoRecordingTestCase):
                     collector_on.append(gc.isenabled())
                     return progress.log(step, loss)
 
-                losses = train(docs, tok, state_dict, config, log)
+                with mock.patch.object(microgpt, 'document_loss', measured_document_loss):
+                    losses = train(docs, tok, state_dict, config, log)
             after = live_values()
         finally:
             if was_enabled:
@@ -1089,7 +1098,8 @@ class TestTraining(NoRecordingTestCase):
         self.assertEqual(tapes, [None] * 15)
         self.assertGreater(n_params, 500)
         self.assertGreaterEqual(baseline, n_params)
-        self.assertEqual(counts, [baseline] * 15)   # no graph outlives its step
+        self.assertTrue(all(size > 500 for size in graph_sizes))
+        self.assertEqual(counts, [baseline + size for size in graph_sizes])   # only this step's
         self.assertEqual(after, baseline)
 
     def test_same_seed_same_run(self):
@@ -1603,6 +1613,25 @@ class TestSampling(NoRecordingTestCase):
         self.assertNotIn('\n', lines[0])
         self.assertEqual(lines[0], f'microgpt: error: {caught.exception}')
         self.assertIn('--prompt', lines[0])
+
+
+class TestSampleMarks(unittest.TestCase):
+    def test_each_sample_says_where_in_the_data_it_is(self):
+        # generate() replaced by a fixed list: 'bob' is in both parts (training wins, as a copy
+        # of what it trained on is what the mark is for); no documents given, no marks at all.
+        config, tok, sd = tiny_model()
+        config = dataclasses.replace(config, num_samples=4)
+        for docs, expected in (
+                ((['ann', 'bob'], ['bob', 'cy']),
+                 ['sample  1: ann   <- in the training data', 'sample  2: bob   <- in the training data',
+                  'sample  3: cy   <- held out: real, but never trained on',
+                  'sample  4: ann   <- in the training data']),
+                ((), ['sample  1: ann', 'sample  2: bob', 'sample  3: cy', 'sample  4: ann'])):
+            samples, out = iter(['ann', 'bob', 'cy', 'ann']), io.StringIO()
+            with mock.patch.object(microgpt, 'generate', lambda *args: next(samples)), \
+                    contextlib.redirect_stdout(out):
+                microgpt.print_samples(sd, tok, config, *docs)
+            self.assertEqual(out.getvalue().splitlines(), ['--- samples ---'] + expected)
 
 
 class TestMemory(NoRecordingTestCase):
