@@ -264,6 +264,52 @@ class ExamplesTest(unittest.TestCase):
         self.assertEqual(curve, means)
 
 
+MODEL_FUNCTIONS = ('rmsnorm', 'attention', 'mlp', 'gpt', 'cross_entropy', 'document_loss',
+                   'train', 'evaluate', 'generate', 'print_samples')
+
+
+SPEED_TALK = re.compile(r'pypy|\bgc\b|collect|\d\s*%|percent', re.I)
+
+
+def lesson_part(code):
+    """The lines of the lesson's sections: from `# %% Settings` up to `# %% Plumbing`."""
+    lines = code.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith('# %% Settings'))
+    stop = next(i for i, l in enumerate(lines) if l.startswith('# %% Plumbing'))
+    return lines[start:stop]
+
+
+def private_reads(code, names):
+    """(function, attribute) for each attribute starting with '_' that a named function reads."""
+    import ast
+    found = []
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.FunctionDef) and node.name in names:
+            found += [(node.name, a.attr) for a in ast.walk(node)
+                      if isinstance(a, ast.Attribute) and a.attr.startswith('_')]
+    return found
+
+
+class LessonReadsLikeTheAlgorithmTest(unittest.TestCase):
+    """The lesson's sections carry no line for one interpreter, its collector or a measured
+    speed-up, and the model's functions use only the public face of Value (.data, .grad, the
+    operations): speed ideas live in the engine, where the lesson explains them once."""
+
+    def test_no_interpreter_collector_or_percentage_in_the_lesson(self):
+        offending = [l for l in lesson_part(read(CODE_PATH)) if SPEED_TALK.search(l)]
+        self.assertEqual(offending, [])
+
+    def test_model_functions_read_no_private_attribute(self):
+        self.assertEqual(private_reads(read(CODE_PATH), MODEL_FUNCTIONS), [])
+
+    def test_the_checks_can_fail(self):
+        code = "def gpt(x):\n    return x._children\n\ndef other(x):\n    return x._data\n"
+        self.assertEqual(private_reads(code, MODEL_FUNCTIONS), [('gpt', '_children')])
+        part = lesson_part("# %% Settings\nx = 1   # 9% faster on PyPy\n# %% Plumbing\ngc.disable()\n")
+        self.assertEqual(part, ['# %% Settings', 'x = 1   # 9% faster on PyPy'])
+        self.assertEqual([bool(SPEED_TALK.search(l)) for l in part], [False, True])
+
+
 class CheckerSelfTest(unittest.TestCase):
     """The checks above can fail: they are run on small texts made up here."""
 
