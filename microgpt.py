@@ -86,8 +86,7 @@ class Value:
     """One number in the computation, plus what it takes to run the chain rule back through it.
     Every operation makes a new Value that remembers its inputs (`_children`) and the local
     derivative with respect to each (`_local_grads`). backward() walks that graph from the output
-    back to the inputs: reverse-mode automatic differentiation. Outside a recording (below),
-    nothing else keeps a Value: it lives as long as something uses it."""
+    back to the inputs: reverse-mode automatic differentiation. It lives while used, or recorded."""
     __slots__ = ('data', 'grad', '_children', '_local_grads')
     tape = None   # a list while Value.recording() is on: see there
 
@@ -140,10 +139,11 @@ class Value:
     __radd__, __rmul__ = __add__, __mul__                     # b + a = a + b, b * a = a * b
 
     def backward(self):
-        """Fill in .grad of every Value self was computed from: d(self)/d(that Value). Newest
-        first, so that a Value passes its gradient on only once all of it has arrived. Computed
-        Values start from 0 each time; leaves (the weights) add up over calls until reset, as in
-        PyTorch, which keeps the graph for a second backward() only if asked (retain_graph)."""
+        """Fill in .grad of every Value self was computed from: d(self)/d(that Value) (but for the
+        inputs that linear() leaves out: see there). Newest first, so that a Value passes its
+        gradient on only once all of it has arrived. Computed Values start from 0 each time;
+        leaves (the weights) add up over calls until reset, as in PyTorch, which keeps the graph
+        for a second backward() only if asked (retain_graph)."""
         nodes = Value.tape if Value.tape and Value.tape[-1] is self else self.graph()
         for node in nodes:
             node.grad = 0.0
@@ -173,9 +173,9 @@ class Value:
         """Inside `with Value.recording():` each computed Value is also appended to Value.tape as
         it is made: a Wengert list, or tape. A Value is made after its inputs, so the tape is in
         order already: backward() from its newest Value replays it instead of searching the graph.
-        train() records each step. The rule: a Value made before the recording must not be an
-        input to one made in it (backward() would not look past it). A recording inside another
-        goes on with the other's tape."""
+        train() records each step. The rule: a computed Value made before the recording must not
+        be an input to one made in it (backward() would not look past it). A recording inside
+        another goes on with the other's tape."""
         outer, Value.tape = Value.tape, [] if Value.tape is None else Value.tape
         try:
             yield
@@ -246,7 +246,7 @@ def init_params(vocab_size, config, rng):
 def rmsnorm(x, gain=None):
     """Rescale x to a root-mean-square of 1, so every block sees inputs of the same size however
     large the residual stream grows. No learned gain, unlike GPT-2: to learn one, add e.g.
-    'layer0.ln_1': (1, n_embd) to param_shapes; it scales by 1 + g (as Gemma does) to start at 1."""
+    'layer0.ln_1': (1, n_embd) to param_shapes; it scales by 1 + g, near 1 at first, as in Gemma."""
     scale = (dot(x, x) / len(x) + 1e-5) ** -0.5   # 1 / sqrt(mean square); 1e-5: never 1 / 0
     if gain:
         return [xi * scale * (1 + g) for xi, g in zip(x, gain[0])]
@@ -397,15 +397,14 @@ def generate(state_dict, tokenizer, config, rng, prompt=''):
     return tokenizer.decode(tokens[1:])
 
 
-def print_samples(state_dict, tokenizer, config, train_docs=(), val_docs=()):
-    """Print config.num_samples samples, drawn afresh from config.seed each time it is called.
-    Given the documents, it marks each sample that is one of them: one seen in training may be
-    memorised; a held-out one is a real document that the model never saw."""
+def print_samples(state_dict, tokenizer, config, seen=(), docs=()):
+    """Print config.num_samples samples, drawn afresh from config.seed each time it is called,
+    marking each that is a document: seen in training (maybe memorised), or real but unseen."""
     check_prompt(config.prompt, tokenizer, config)   # (before the header: one line if it fails)
     print("--- samples ---")
     rng = random.Random(config.seed)   # fresh, so a loaded checkpoint draws the same samples
-    known = {doc: '   <- held out: real, but never trained on' for doc in val_docs}
-    known.update({doc: '   <- in the training data' for doc in train_docs})
+    known = {doc: '   <- in the data, never seen' for doc in docs}
+    known.update({doc: '   <- seen in training' for doc in seen})
     for i in range(1, config.num_samples + 1):
         sample = generate(state_dict, tokenizer, config, rng, config.prompt)
         print(f"sample {i:2d}: {sample}{known.get(sample, '')}")
@@ -466,9 +465,9 @@ def check_run(config, tokenizer, n_params):
 
 class Progress:
     """Watches training. On a terminal, one line rewrites itself every step; in a log or a pipe, a
-    line for the first step, every tenth and the last. The first Ctrl-C stops training after the
-    step (the run still saves, reports and samples); a second quits. Diverged: a loss averaging
-    over 30x a uniform guess for 100 steps (a loss that spikes, then learns, carries on)."""
+    line for the first step, each tenth of the run and the last. The first Ctrl-C stops training
+    after the step (the run still saves, reports and samples); a second quits. Diverged: a mean
+    loss over the last 100 steps (fewer at first) above 30x a uniform guess's, or nan."""
 
     def __init__(self, config, vocab_size):
         self.steps, self.limit, self.stop = config.steps, 30 * math.log(vocab_size), False
@@ -582,7 +581,8 @@ def load_checkpoint(path, config, given):
 @contextlib.contextmanager
 def one_line_errors():
     """Run the lesson with every expected failure shown as one line on stderr, not a traceback.
-    On the command line it then exits (status 2); a notebook or `python3 -i` carries on."""
+    On the command line it exits (2; 130: Ctrl-C; 1: a pipe's reader has gone); a notebook or
+    `python3 -i` carries on."""
     if hasattr(sys.stdout, 'reconfigure'):   # a console that cannot show a character shows '?'
         sys.stdout.reconfigure(errors='replace')
     try:
@@ -637,4 +637,4 @@ if __name__ == '__main__':
                 print(f"saved the model to {config.save}")
             print(loss_report(train_docs, val_docs, len(losses), tokenizer, state_dict, config))
 
-            print_samples(state_dict, tokenizer, config, train_docs, val_docs)
+            print_samples(state_dict, tokenizer, config, train_docs[:len(losses)], docs)

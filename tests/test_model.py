@@ -1616,18 +1616,17 @@ class TestSampling(NoRecordingTestCase):
 
 
 class TestSampleMarks(unittest.TestCase):
-    def test_each_sample_says_where_in_the_data_it_is(self):
-        # generate() replaced by a fixed list: 'bob' is in both parts (training wins, as a copy
-        # of what it trained on is what the mark is for); no documents given, no marks at all.
+    def test_each_sample_says_whether_the_model_saw_it(self):
+        # generate() replaced by a fixed list. 'bob' was seen; 'cy' is a document that was not;
+        # 'dee' is no document. No documents given (a loaded checkpoint): no marks at all.
         config, tok, sd = tiny_model()
         config = dataclasses.replace(config, num_samples=4)
         for docs, expected in (
-                ((['ann', 'bob'], ['bob', 'cy']),
-                 ['sample  1: ann   <- in the training data', 'sample  2: bob   <- in the training data',
-                  'sample  3: cy   <- held out: real, but never trained on',
-                  'sample  4: ann   <- in the training data']),
-                ((), ['sample  1: ann', 'sample  2: bob', 'sample  3: cy', 'sample  4: ann'])):
-            samples, out = iter(['ann', 'bob', 'cy', 'ann']), io.StringIO()
+                ((['bob'], ['ann', 'bob', 'cy']),
+                 ['sample  1: bob   <- seen in training', 'sample  2: cy   <- in the data, never seen',
+                  'sample  3: dee', 'sample  4: bob   <- seen in training']),
+                ((), ['sample  1: bob', 'sample  2: cy', 'sample  3: dee', 'sample  4: bob'])):
+            samples, out = iter(['bob', 'cy', 'dee', 'bob']), io.StringIO()
             with mock.patch.object(microgpt, 'generate', lambda *args: next(samples)), \
                     contextlib.redirect_stdout(out):
                 microgpt.print_samples(sd, tok, config, *docs)
