@@ -8,24 +8,20 @@
   start to end' gives 'Run'); the first markdown heading that contains it as a whole word,
   ignoring case, is that section's heading. Every section needs one, and their positions must
   increase in the order of the file's sections.
-- walkthrough.md has a ```mermaid flowchart and a ```mermaid xychart.
+- walkthrough.md has a ```mermaid flowchart.
 - Every >>> example of its ```pycon blocks gives the output shown, run by the standard library's
   doctest against the real default trained model: the file is run once, as `python3 microgpt.py`
   would run it, and all blocks then run in document order in the namespace it leaves (as a
   notebook or `python3 -i microgpt.py` would hold it), so a block can use what an earlier one
   defined. They run in an empty temporary folder, so an example may write files.
-- The default run's output quoted in the walkthrough, and the loss curve it charts, are that
-  run's (timings aside).
+- The default run's output quoted in the walkthrough is that run's (timings aside). (Its
+  figures, drawn from the same run, are checked by test_figures.py.)
 
 Run from the repo root: python3 -m unittest discover -s tests -p 'test_walkthrough.py' -v
 """
-import contextlib
 import doctest
-import io
-import math
 import os
 import re
-import runpy
 import sys
 import tempfile
 import unittest
@@ -33,6 +29,8 @@ import unittest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from lesson_run import default_run  # noqa: E402
 
 CODE_PATH = os.path.join(ROOT, 'microgpt.py')
 WALKTHROUGH_PATH = os.path.join(ROOT, 'walkthrough.md')
@@ -176,14 +174,6 @@ def without_timings(lines):
     return [re.sub(r'training took [\d.]+ s', 'training took N s', line) for line in lines]
 
 
-def chart_lines(markdown):
-    """The x-axis and each line series of the walkthrough's xychart, as lists of numbers."""
-    chart = next(b for b in mermaid_blocks(markdown) if 'xychart' in b)
-    numbers = lambda text: [float(x) for x in text.split(',')]
-    x_axis = numbers(re.search(r'^\s*x-axis\b.*\[(.*)\]', chart, re.M).group(1))
-    return x_axis, [numbers(m) for m in re.findall(r'^\s*line\s*\[(.*)\]', chart, re.M)]
-
-
 class WalkthroughTest(unittest.TestCase):
 
     @classmethod
@@ -211,24 +201,15 @@ class WalkthroughTest(unittest.TestCase):
         blocks = mermaid_blocks(self.markdown)
         self.assertTrue(any('flowchart' in b for b in blocks),
                         "walkthrough.md has no ```mermaid block with a flowchart")
-        self.assertTrue(any('xychart' in b for b in blocks),
-                        "walkthrough.md has no ```mermaid block with an xychart (the loss curve)")
 
 
 class ExamplesTest(unittest.TestCase):
-    """The walkthrough's >>> examples, its quoted run and its loss chart, against a real run."""
+    """The walkthrough's >>> examples and its quoted run, against a real run."""
 
     @classmethod
     def setUpClass(cls):
         cls.markdown = read(WALKTHROUGH_PATH)
-        argv, output = sys.argv, io.StringIO()
-        sys.argv = ['microgpt.py']   # the default run, exactly: no flags
-        try:
-            with contextlib.redirect_stdout(output):
-                cls.namespace = runpy.run_path(CODE_PATH, run_name='__main__')
-        finally:
-            sys.argv = argv
-        cls.output = output.getvalue()
+        cls.namespace, cls.output = default_run()
 
     def test_pycon_examples_give_the_output_shown(self):
         self.assertIn('>>> ', self.markdown, "walkthrough.md has no >>> example")
@@ -253,15 +234,6 @@ class ExamplesTest(unittest.TestCase):
             for line in body:
                 if language == 'text' and line.startswith('train loss '):
                     self.assertEqual([line.rstrip()], report, f"the report quoted at line {start}")
-
-    def test_the_chart_is_the_real_loss_curve(self):
-        losses = self.namespace['losses']
-        x_axis, (uniform, curve) = chart_lines(self.markdown)
-        self.assertEqual(x_axis, [float(step) for step in range(50, len(losses) + 1, 50)])
-        vocab_size = self.namespace['tokenizer'].vocab_size
-        self.assertEqual(uniform, [round(math.log(vocab_size), 2)] * len(x_axis))
-        means = [round(sum(losses[step - 50:step]) / 50, 2) for step in range(50, len(losses) + 1, 50)]
-        self.assertEqual(curve, means)
 
 
 MODEL_FUNCTIONS = ('rmsnorm', 'attention', 'mlp', 'gpt', 'cross_entropy', 'document_loss',
@@ -386,12 +358,9 @@ class CheckerSelfTest(unittest.TestCase):
         self.assertIn('ZeroDivisionError', reports[0])
         self.assertIn('line 4: a ```pycon block with no >>> example', reports[1])
 
-    def test_the_quoted_run_and_the_chart_are_found(self):
-        md = ("```text\n$ python3 microgpt.py\nstep 1 | eta 12 s\ntraining took 9.2 s\n```\n"
-              "```mermaid\nxychart-beta\n    x-axis \"step\" [50, 100]\n"
-              "    line [3.30, 3.30]\n    line [2.82, 2.68]\n```\n")
+    def test_the_quoted_run_is_found(self):
+        md = "```text\n$ python3 microgpt.py\nstep 1 | eta 12 s\ntraining took 9.2 s\n```\n"
         self.assertEqual(without_timings(quoted_run(md)), ['step 1 | eta N s', 'training took N s'])
-        self.assertEqual(chart_lines(md), ([50.0, 100.0], [[3.3, 3.3], [2.82, 2.68]]))
 
 
 if __name__ == '__main__':
