@@ -95,10 +95,20 @@ class CommittedFiguresTest(unittest.TestCase):
         for pos, token in enumerate(tokens):
             ns['gpt'](token, pos, kv_cache, ns['state_dict'], ns['config'])
         weights = kv_cache[0][2]
-        expected = [f'{w.data:.2f}' for h in range(4) for pos in range(5) for w in weights[pos * 4 + h]]
-        cells = [s for s, _ in texts(self.drawn['attention']) if re.fullmatch(r'\d\.\d\d', s)]
-        self.assertEqual(cells, expected)
+        # Each cell by where it stands: its head's panel, its row (the query), its column (the key).
+        cells = [(float(a['x']), float(a['y']), s) for s, a in texts(self.drawn['attention'])
+                 if re.fullmatch(r'\d\.\d\d', s)]
         self.assertEqual(len(cells), 4 * (1 + 2 + 3 + 4 + 5))
+        xs = sorted({x for x, _, _ in cells})
+        ys = sorted({y for _, y, _ in cells})
+        self.assertEqual((len(xs), len(ys)), (4 * 5, 5))
+        for x, y, shown in cells:
+            head, key, query = xs.index(x) // 5, xs.index(x) % 5, ys.index(y)
+            self.assertLessEqual(key, query)   # the future has no number
+            self.assertEqual(shown, f'{weights[query * 4 + head][key].data:.2f}')
+        alt = re.search(r'!\[([^\]]*)\]\(figures/attention\.svg\)', read(os.path.join(ROOT, 'walkthrough.md'))).group(1)
+        for number in re.findall(r'\d\.\d\d', alt):   # the alt text's numbers are the figure's
+            self.assertIn(number, [shown for _, _, shown in cells])
 
     def test_the_bars_are_the_models_odds(self):
         # After "em": softmax of the logits divided by T, worked out here from gpt()'s logits.
@@ -120,6 +130,7 @@ class CommittedFiguresTest(unittest.TestCase):
         bars = [float(r.attrib['height']) for r in root.iter(SVG_NS + 'rect')
                 if r.attrib['fill'] in (figures.VERMILLION, figures.BLUE, figures.ORANGE)][:3 * tok.vocab_size]
         expected = [odds[t][i] for i in order for t in range(3)]
+        self.assertEqual(len(bars), len(expected))
         for bar, p in zip(bars, expected):
             self.assertAlmostEqual(bar / max(bars), p / max(expected), delta=0.002)
 
@@ -128,7 +139,7 @@ class CommittedFiguresTest(unittest.TestCase):
         # covariance of the 27 embeddings; no direction spreads them more than the first, and
         # none at right angles to it more than the second (checked against 200 random ones).
         vectors = [[p.data for p in row] for row in self.ns['state_dict']['wte']]
-        points, (u, v) = figures.principal_axes(vectors)
+        points, (u, v), shares = figures.principal_axes(vectors)
         n, dim = len(vectors), len(vectors[0])
         mean = [sum(c) / n for c in zip(*vectors)]
         cov = [[sum((r[i] - mean[i]) * (r[j] - mean[j]) for r in vectors) / n for j in range(dim)] for i in range(dim)]
@@ -149,16 +160,25 @@ class CommittedFiguresTest(unittest.TestCase):
             r = [x / math.sqrt(dot(r, r)) for x in r]
             self.assertLessEqual(dot(r, times(r)), dot(v, times(v)) + 1e-12)
         self.assertEqual(len(points), 27)
+        trace = sum(cov[i][i] for i in range(dim))   # the share of the spread the axes label
+        self.assertEqual([round(x, 12) for x in shares], [round(dot(a, times(a)) / trace, 12) for a in (u, v)])
+        self.assertGreater(shares[0], shares[1])
+        shown = [s for s, a in texts(self.drawn['embeddings']) if a.get('font-size') == '14']
+        tok = self.ns['tokenizer']
+        self.assertEqual(shown, [tok.chars[i] if i < tok.bos else '.' for i in range(tok.vocab_size)])
+        root = ET.fromstring(self.drawn['embeddings'])
+        self.assertEqual(len(list(root.iter(SVG_NS + 'circle'))), 5 + 1)   # a e i o u, and the legend's
 
     def test_the_graph_shows_the_chain_rule_by_hand(self):
         # L = (a*b + c)^2 at a = 2, b = -3, c = 10: p = -6, s = 4, L = 16; dL/ds = 2s = 8,
         # dL/dp = dL/dc = 8, dL/da = 8 * b = -24, dL/db = 8 * a = 16.
         shown = [s for s, _ in texts(self.drawn['graph'])]
-        for part in ('data 2', 'data -3', 'data 10', 'data -6', 'data 4', 'data 16', 'grad -24',
-                     'grad 16', 'grad 8', 'grad 1', 'dp/da = -3', 'dp/db = 2', 'ds/dp = 1',
-                     'ds/dc = 1', 'dL/ds = 8'):
-            self.assertIn(part, shown)
-        self.assertEqual(shown.count('grad 8'), 3)   # p, s and c
+        for name, data, grad in (('a', '2', '-24'), ('b', '-3', '16'), ('c', '10', '8'),
+                                 ('p = a*b', '-6', '8'), ('s = p + c', '4', '8'), ('L = s^2', '16', '1')):
+            i = shown.index(name)   # each box: its name, then its data, then its grad
+            self.assertEqual(shown[i:i + 3], [name, 'data ' + data, 'grad ' + grad])
+        for edge in ('dp/da = -3', 'dp/db = 2', 'ds/dp = 1', 'ds/dc = 1', 'dL/ds = 8'):
+            self.assertIn(edge, shown)
 
 
 class ScriptTest(unittest.TestCase):
@@ -179,7 +199,6 @@ class ScriptTest(unittest.TestCase):
             self.assertEqual(sorted(outputs[0]), sorted(f + '.svg' for f in FIGURES if f != 'training_curve'))
             for name, content in outputs[0].items():   # a checkpoint holds every weight exactly
                 self.assertEqual(content, read(os.path.join(ROOT, 'figures', name)), name)
-            self.assertEqual(os.listdir(os.path.join(folder, 'one')), os.listdir(os.path.join(folder, 'two')))
 
     def test_a_missing_checkpoint_is_one_line(self):
         result = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'figures.py'),
@@ -188,6 +207,19 @@ class ScriptTest(unittest.TestCase):
         self.assertEqual(result.returncode, 2)
         self.assertEqual(result.stderr.strip().splitlines(),
                          ['microgpt: error: no microgpt checkpoint (made by --save) at no-such-file.json'])
+
+    def test_a_folder_that_cannot_be_written_is_one_line_before_any_training(self):
+        with tempfile.TemporaryDirectory() as folder:
+            blocker = os.path.join(folder, 'a-file')
+            with open(blocker, 'w'):
+                pass
+            result = subprocess.run([sys.executable, os.path.join(ROOT, 'scripts', 'figures.py'),
+                                     '--out', os.path.join(blocker, 'figures')],
+                                    capture_output=True, text=True, timeout=60)
+            self.assertEqual(result.returncode, 2)
+            self.assertEqual(len(result.stderr.strip().splitlines()), 1, result.stderr)
+            self.assertTrue(result.stderr.startswith('microgpt: error: '), result.stderr)
+            self.assertEqual(result.stdout, '')
 
     def test_standard_library_only(self):
         tree = ast.parse(read(os.path.join(ROOT, 'scripts', 'figures.py')))
@@ -208,6 +240,25 @@ class LearnersOwnModelTest(unittest.TestCase):
         self.assertIn('Attention of layer 1', svg)
         ET.fromstring(figures.next_letter(sd, tok, config, prefix='a'))
         ET.fromstring(figures.embeddings(sd, tok))
+
+    def test_odd_models_draw_or_say_why_in_one_line(self):
+        # A vocabulary without the letters of 'emma', a tiny context, one number per embedding,
+        # a run too small to hold any document out.
+        config = microgpt.Config(n_embd=2, n_head=1, block_size=3)
+        tok = microgpt.Tokenizer('xyz')
+        sd = microgpt.init_params(tok.vocab_size, config, random.Random(7))
+        drawn = figures.draw_all({'state_dict': sd, 'tokenizer': tok, 'config': config,
+                                  'losses': [3.0, 2.5, float('nan')], 'train_docs': ['xy'], 'val_docs': []})
+        self.assertEqual(sorted(drawn), sorted(FIGURES))
+        for content in drawn.values():
+            ET.fromstring(content)
+        self.assertIn('reading "xy"', drawn['attention'])   # the first tokens, cut to the context
+        with self.assertRaises(microgpt.InputError):
+            figures.next_letter(sd, tok, config, prefix='xyz')   # no room after it
+        with self.assertRaises(microgpt.InputError):
+            figures.attention(sd, tok, config, name='em')        # letters it has no token for
+        one = microgpt.Config(n_embd=1, n_head=1)
+        ET.fromstring(figures.embeddings(microgpt.init_params(tok.vocab_size, one, random.Random(8)), tok))
 
     def test_a_notebooks_own_cells_draw_with_their_own_gpt(self):
         # A notebook that ran the file's cells has its own Value class and its own gpt(), which
