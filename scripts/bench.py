@@ -115,7 +115,6 @@ def recording_against_search(runs, steps=300):
                 loss = microgpt.document_loss(tokens, state_dict, config)
                 loss.backward()
             optimizer.step(config.learning_rate * (1 - step / steps))
-            del loss
             if step % 40 == 0:
                 gc.collect()
         seconds = time.perf_counter() - start
